@@ -1,0 +1,152 @@
+//! What a component is to the engine: a factory per type that validates its settings
+//! (a pure step, no I/O) into a config that can later be built and started. The
+//! engine knows these traits only; concrete components register factories.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gencol_config::{ComponentId, Diagnostic, Located, Node};
+use gencol_model::SpanItem;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::Consumer;
+
+/// A boxed future, so the traits stay object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a factory knows while validating: the component's id, and the directory of
+/// the config file it was written in (relative paths resolve against it).
+#[derive(Clone, Debug)]
+pub struct ComponentContext {
+    pub id: ComponentId,
+    pub base_dir: PathBuf,
+}
+
+/// Makes receivers of one type (`generations`, `otlp`).
+pub trait ReceiverFactory: Send + Sync + 'static {
+    /// The type as written in YAML.
+    fn kind(&self) -> &str;
+    /// One line for `gencol components`.
+    fn about(&self) -> &str;
+    /// Checks the settings (no I/O) and returns what `start` will use.
+    fn configure(
+        &self,
+        ctx: &ComponentContext,
+        config: &Located<Node>,
+    ) -> Result<Box<dyn ReceiverConfig>, Vec<Diagnostic>>;
+}
+
+/// A validated receiver, ready to start.
+pub trait ReceiverConfig: Send + Sync {
+    /// The listen address (`host:port`), used to detect an exporter sending back into
+    /// gencol's own receiver (a delivery loop).
+    fn listen_addr(&self) -> Option<String> {
+        None
+    }
+    /// Whether it produces generation spans (whose pipelines want `namespace`).
+    fn emits_generations(&self) -> bool {
+        false
+    }
+    /// Binds and starts serving in the background; returns once bound, so a port in
+    /// use stops startup instead of half-starting. Serves until `shutdown` is
+    /// cancelled, then stops accepting and finishes requests in flight.
+    fn start(
+        &self,
+        consumer: Consumer,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<tokio::task::JoinHandle<()>, String>>;
+}
+
+/// Makes processors of one type (`hierarchy`, `namespace`, `privacy`).
+pub trait ProcessorFactory: Send + Sync + 'static {
+    fn kind(&self) -> &str;
+    fn about(&self) -> &str;
+    /// True for the processor that turns request-level names (user, session, custom
+    /// metadata) into attributes; `gencol validate` warns when a pipeline fed with
+    /// generations has none.
+    fn adds_request_attributes(&self) -> bool {
+        false
+    }
+    fn configure(
+        &self,
+        ctx: &ComponentContext,
+        config: &Located<Node>,
+    ) -> Result<Box<dyn ProcessorConfig>, Vec<Diagnostic>>;
+}
+
+/// A validated processor; every pipeline that lists it gets its own instance.
+pub trait ProcessorConfig: Send + Sync {
+    fn build(&self) -> Box<dyn Processor>;
+}
+
+/// One step of a pipeline. Runs on the pipeline's task: it owns its state, so no
+/// locks. It may hold items back (e.g. to group a trace) and release them later.
+pub trait Processor: Send {
+    /// Transforms a batch in place; may remove items (held back) or add new ones.
+    fn process(&mut self, items: &mut Vec<SpanItem>, now: Instant);
+    /// When the processor next wants `flush` called, if it holds anything.
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+    /// Moves held-back items whose time has come into `out`; all of them when `force`
+    /// (shutdown).
+    fn flush(&mut self, _now: Instant, _force: bool, _out: &mut Vec<SpanItem>) {}
+}
+
+/// Makes exporters of one type (`otlp`, `debug`, a plugin's type...).
+pub trait ExporterFactory: Send + Sync + 'static {
+    fn kind(&self) -> &str;
+    fn about(&self) -> &str;
+    /// Checks the type's own settings. The delivery settings every exporter shares
+    /// (`retry`, `queue`, `timeout`, `privacy_mode`) are taken out by the engine first.
+    fn configure(
+        &self,
+        ctx: &ComponentContext,
+        config: &Located<Node>,
+    ) -> Result<Box<dyn ExporterConfig>, Vec<Diagnostic>>;
+}
+
+/// A validated exporter.
+pub trait ExporterConfig: Send + Sync {
+    /// `host:port` it sends to, to detect a loop back into gencol's own receivers.
+    fn target_addr(&self) -> Option<String> {
+        None
+    }
+    /// Creates the exporter (HTTP clients etc.). Called once per exporter id.
+    fn build(&self, id: &ComponentId) -> Result<Arc<dyn Exporter>, String>;
+}
+
+/// Sends batches to one destination. The engine wraps every exporter the same way,
+/// inside out: send → timeout → retry → queue; an exporter only sends once and says
+/// whether a failure is worth retrying.
+pub trait Exporter: Send + Sync + 'static {
+    /// Sends one batch once.
+    fn export<'a>(&'a self, batch: &'a [SpanItem]) -> BoxFuture<'a, Result<(), ExportError>>;
+    /// Sends a test span or event marked `gencol.test_connection=true` with header
+    /// `X-Test-Connection: true`; `Ok` carries a short description of the answer.
+    fn test_connection(&self) -> BoxFuture<'_, Result<String, ExportError>>;
+}
+
+/// Why a send failed, and whether sending again may help.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ExportError {
+    /// 429, 502, 503, 504, timeouts, connection errors: try again, after
+    /// `retry_after` when the destination said so.
+    #[error("{message}")]
+    Retryable { message: String, retry_after: Option<Duration> },
+    /// Any other rejection: sending the same batch again would fail the same way.
+    #[error("{message}")]
+    Permanent { message: String },
+}
+
+impl ExportError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ExportError::Retryable { message: message.into(), retry_after: None }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ExportError::Permanent { message: message.into() }
+    }
+}

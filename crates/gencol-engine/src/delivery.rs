@@ -1,0 +1,421 @@
+//! Delivery, written once for every exporter (SPEC §7): a bounded queue in front of
+//! each exporter so a slow destination never delays another, natural batching (take
+//! what is queued, up to a batch size, without waiting), a few sends in flight, and
+//! send → timeout → retry with backoff that honours `Retry-After`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gencol_config::{ByteSize, Duration as ConfigDuration};
+use gencol_model::SpanItem;
+use prost::Message;
+use serde::Deserialize;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::component::{ExportError, Exporter};
+
+/// The keys every exporter accepts besides its own.
+pub const DELIVERY_KEYS: [&str; 4] = ["timeout", "retry", "queue", "privacy_mode"];
+
+/// Spans per export request at most; a larger backlog goes out in several requests.
+const MAX_BATCH_SPANS: usize = 1024;
+
+/// Delivery settings of one exporter.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// Time one send may take before it counts as a retryable failure.
+    pub timeout: ConfigDuration,
+    pub retry: RetrySettings,
+    pub queue: QueueSettings,
+    /// This destination gets no prompt or completion content (SPEC §5).
+    pub privacy_mode: bool,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            timeout: ConfigDuration(Duration::from_secs(10)),
+            retry: RetrySettings::default(),
+            queue: QueueSettings::default(),
+            privacy_mode: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    pub enabled: bool,
+    pub initial_interval: ConfigDuration,
+    pub max_interval: ConfigDuration,
+    /// Give up on a batch after this long (logged and counted as failed).
+    pub max_elapsed_time: ConfigDuration,
+    pub multiplier: f64,
+    /// Each wait is randomised by ± this fraction, so many gencols do not retry in step.
+    pub jitter: f64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            enabled: true,
+            initial_interval: ConfigDuration(Duration::from_secs(1)),
+            max_interval: ConfigDuration(Duration::from_secs(30)),
+            max_elapsed_time: ConfigDuration(Duration::from_secs(300)),
+            multiplier: 1.5,
+            jitter: 0.5,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueKind {
+    Memory,
+    Disk,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait for room: backpressure reaches the receiver, which answers 503.
+    Block,
+    /// Refuse the new batch for this exporter only (logged and counted).
+    DropNewest,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    pub kind: QueueKind,
+    /// Spans held at most.
+    pub max_items: usize,
+    /// Encoded span bytes held at most.
+    pub max_bytes: ByteSize,
+    pub when_full: WhenFull,
+    pub dir: Option<String>,
+    /// Sends in flight at once.
+    pub consumers: usize,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            kind: QueueKind::Memory,
+            max_items: 100_000,
+            max_bytes: ByteSize(64 * 1024 * 1024),
+            // Isolation first: a dead destination must not stall the others (SPEC §7).
+            when_full: WhenFull::DropNewest,
+            dir: None,
+            consumers: 4,
+        }
+    }
+}
+
+/// Counters of one exporter, read at shutdown and by tests.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
+    pub dropped: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+impl DeliveryStats {
+    pub fn snapshot(&self) -> [u64; 4] {
+        [&self.sent, &self.failed, &self.dropped, &self.retries].map(|a| a.load(Ordering::Relaxed))
+    }
+}
+
+struct QueueState {
+    jobs: VecDeque<(Vec<SpanItem>, usize)>,
+    items: usize,
+    bytes: usize,
+    closed: bool,
+}
+
+/// The bounded queue in front of one exporter. Locked once per batch, never per span.
+pub(crate) struct ExporterQueue {
+    state: Mutex<QueueState>,
+    not_empty: Notify,
+    not_full: Notify,
+    max_items: usize,
+    max_bytes: usize,
+    when_full: WhenFull,
+}
+
+impl ExporterQueue {
+    pub(crate) fn new(s: &QueueSettings) -> Self {
+        ExporterQueue {
+            state: Mutex::new(QueueState { jobs: VecDeque::new(), items: 0, bytes: 0, closed: false }),
+            not_empty: Notify::new(),
+            not_full: Notify::new(),
+            max_items: s.max_items.max(1),
+            max_bytes: usize::try_from(s.max_bytes.0).unwrap_or(usize::MAX).max(1),
+            when_full: s.when_full,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // A panic while holding this lock cannot leave the queue half-updated (each
+        // critical section is a few assignments), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a batch; false when it was refused (full with `drop_newest`, or closed).
+    pub(crate) async fn push(&self, items: Vec<SpanItem>) -> bool {
+        let bytes: usize = items.iter().map(|i| i.span.encoded_len()).sum();
+        let mut items = Some(items);
+        loop {
+            let notified = self.not_full.notified();
+            {
+                let mut s = self.lock();
+                if s.closed {
+                    return false;
+                }
+                // An empty queue always takes a batch, however large, or it could never move.
+                let fits = s.jobs.is_empty()
+                    || (s.items + items.as_ref().map_or(0, Vec::len) <= self.max_items
+                        && s.bytes + bytes <= self.max_bytes);
+                if fits {
+                    let items = items.take().unwrap_or_default();
+                    s.items += items.len();
+                    s.bytes += bytes;
+                    s.jobs.push_back((items, bytes));
+                    drop(s);
+                    self.not_empty.notify_one();
+                    return true;
+                }
+                if self.when_full == WhenFull::DropNewest {
+                    return false;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes up to `max` spans; waits while empty; `None` once closed and drained.
+    async fn pop(&self, max: usize) -> Option<Vec<SpanItem>> {
+        loop {
+            let notified = self.not_empty.notified();
+            {
+                let mut s = self.lock();
+                if let Some((mut first, first_bytes)) = s.jobs.pop_front() {
+                    let mut bytes = first_bytes;
+                    if first.len() > max {
+                        let rest = first.split_off(max);
+                        let rest_bytes = first_bytes.saturating_sub(first_bytes * max / (max + rest.len()));
+                        bytes = first_bytes - rest_bytes;
+                        s.jobs.push_front((rest, rest_bytes));
+                    }
+                    while let Some((next, _)) = s.jobs.front() {
+                        if first.len() + next.len() > max {
+                            break;
+                        }
+                        let (next, b) = s.jobs.pop_front().unwrap_or_default();
+                        bytes += b;
+                        first.extend(next);
+                    }
+                    s.items -= first.len();
+                    s.bytes = s.bytes.saturating_sub(bytes);
+                    drop(s);
+                    self.not_full.notify_waiters();
+                    return Some(first);
+                }
+                if s.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.not_empty.notify_waiters();
+        self.not_full.notify_waiters();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().items
+    }
+}
+
+/// Drains one exporter's queue until it is closed and empty, or `stop` is cancelled.
+pub(crate) async fn run_exporter(
+    id: String,
+    exporter: Arc<dyn Exporter>,
+    queue: Arc<ExporterQueue>,
+    settings: DeliverySettings,
+    stats: Arc<DeliveryStats>,
+    stop: CancellationToken,
+) {
+    let in_flight = Arc::new(Semaphore::new(settings.queue.consumers.max(1)));
+    let mut sends = JoinSet::new();
+    loop {
+        let batch = tokio::select! {
+            b = queue.pop(MAX_BATCH_SPANS) => b,
+            _ = stop.cancelled() => None,
+        };
+        let Some(batch) = batch else { break };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+        let (id, exporter, settings, stats, stop) =
+            (id.clone(), exporter.clone(), settings.clone(), stats.clone(), stop.clone());
+        sends.spawn(async move {
+            send_with_retry(&id, exporter.as_ref(), &batch, &settings, &stats, &stop).await;
+            drop(permit);
+        });
+        while sends.try_join_next().is_some() {}
+    }
+    while sends.join_next().await.is_some() {}
+}
+
+async fn send_with_retry(
+    id: &str,
+    exporter: &dyn Exporter,
+    batch: &[SpanItem],
+    settings: &DeliverySettings,
+    stats: &DeliveryStats,
+    stop: &CancellationToken,
+) {
+    let n = batch.len() as u64;
+    let started = Instant::now();
+    let retry = &settings.retry;
+    let mut interval = retry.initial_interval.0;
+    loop {
+        let attempt = tokio::time::timeout(settings.timeout.0, exporter.export(batch));
+        let outcome = tokio::select! {
+            r = attempt => match r {
+                Ok(r) => r,
+                Err(_) => Err(ExportError::retryable(format!("no answer within {:?}", settings.timeout.0))),
+            },
+            // shutdown_timeout is over: an answer that comes later cannot be waited for.
+            _ = stop.cancelled() => {
+                stats.failed.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(exporter = id, spans = n, "shutdown_timeout reached while sending: batch not delivered");
+                return;
+            }
+        };
+        let (message, retry_after) = match outcome {
+            Ok(()) => {
+                stats.sent.fetch_add(n, Ordering::Relaxed);
+                return;
+            }
+            Err(ExportError::Permanent { message }) => {
+                stats.failed.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(exporter = id, spans = n, "destination rejected the batch, not retrying: {message}");
+                return;
+            }
+            Err(ExportError::Retryable { message, retry_after }) => (message, retry_after),
+        };
+        let wait = retry_after.map(|d| d.min(retry.max_interval.0)).unwrap_or_else(|| jittered(interval, retry.jitter));
+        if !retry.enabled || started.elapsed() + wait > retry.max_elapsed_time.0 {
+            stats.failed.fetch_add(n, Ordering::Relaxed);
+            tracing::error!(exporter = id, spans = n, elapsed = ?started.elapsed(), "giving up on the batch: {message}");
+            return;
+        }
+        stats.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(exporter = id, spans = n, retry_in = ?wait, "send failed, will retry: {message}");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => {
+                stats.failed.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(exporter = id, spans = n, "shutting down while retrying: batch not delivered");
+                return;
+            }
+        }
+        interval = Duration::from_secs_f64(
+            (interval.as_secs_f64() * retry.multiplier).min(retry.max_interval.0.as_secs_f64()),
+        );
+    }
+}
+
+fn jittered(d: Duration, jitter: f64) -> Duration {
+    let j = jitter.clamp(0.0, 1.0);
+    let factor = 1.0 - j + fastrand::f64() * 2.0 * j;
+    d.mul_f64(factor)
+}
+
+/// What the pipeline uses to hand a batch to one exporter.
+#[derive(Clone)]
+pub(crate) struct ExporterHandle {
+    pub id: String,
+    pub queue: Arc<ExporterQueue>,
+    pub privacy_mode: bool,
+    pub stats: Arc<DeliveryStats>,
+    last_warning: Arc<Mutex<Option<Instant>>>,
+}
+
+impl ExporterHandle {
+    pub(crate) fn new(id: String, queue: Arc<ExporterQueue>, privacy_mode: bool, stats: Arc<DeliveryStats>) -> Self {
+        ExporterHandle { id, queue, privacy_mode, stats, last_warning: Arc::default() }
+    }
+
+    pub(crate) async fn deliver(&self, mut items: Vec<SpanItem>) {
+        if self.privacy_mode {
+            for item in &mut items {
+                gencol_model::attributes::strip_content(&mut item.span.attributes);
+            }
+        }
+        let n = items.len() as u64;
+        if !self.queue.push(items).await {
+            let total = self.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
+            // One warning per 10 s at most: a dead destination must not flood the log.
+            let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                *last = Some(Instant::now());
+                tracing::warn!(exporter = %self.id, dropped_total = total, "exporter queue full: dropping new spans for this destination (raise queue.max_items or use queue.when_full: block)");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gencol_model::{Origin, SpanItem};
+
+    fn items(n: usize) -> Vec<SpanItem> {
+        let origin = Arc::new(Origin::default());
+        (0..n).map(|_| SpanItem { origin: origin.clone(), span: Default::default(), generation: None }).collect()
+    }
+
+    #[tokio::test]
+    async fn drop_newest_refuses_when_full_and_block_waits() {
+        let q = ExporterQueue::new(&QueueSettings { max_items: 3, ..Default::default() });
+        assert!(q.push(items(2)).await);
+        assert!(!q.push(items(2)).await);
+        assert_eq!(q.len(), 2);
+        let q = Arc::new(ExporterQueue::new(&QueueSettings {
+            max_items: 3,
+            when_full: WhenFull::Block,
+            ..Default::default()
+        }));
+        assert!(q.push(items(2)).await);
+        let q2 = q.clone();
+        let pusher = tokio::spawn(async move { q2.push(items(2)).await });
+        tokio::task::yield_now().await;
+        assert!(!pusher.is_finished());
+        assert_eq!(q.pop(10).await.unwrap().len(), 2);
+        assert!(pusher.await.unwrap());
+        assert_eq!(q.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn pop_batches_and_splits() {
+        let q = ExporterQueue::new(&QueueSettings::default());
+        q.push(items(3)).await;
+        q.push(items(4)).await;
+        q.push(items(10)).await;
+        assert_eq!(q.pop(8).await.unwrap().len(), 7);
+        assert_eq!(q.pop(8).await.unwrap().len(), 8);
+        assert_eq!(q.pop(8).await.unwrap().len(), 2);
+        q.close();
+        assert!(q.pop(8).await.is_none());
+    }
+}

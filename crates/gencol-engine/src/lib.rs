@@ -1,0 +1,26 @@
+//! gencol's pipeline engine, shaped like the OpenTelemetry Collector's: component
+//! factories in a registry, a pipeline graph checked before anything starts,
+//! receivers → bounded channel → processors → fan-out → one bounded queue per
+//! exporter, each exporter wrapped once in send → timeout → retry → queue.
+//!
+//! The engine knows no concrete component: receivers, processors and exporters
+//! register factories ([`Registry`]).
+
+mod component;
+mod consumer;
+
+pub use component::{
+    BoxFuture, ComponentContext, ExportError, Exporter, ExporterConfig, ExporterFactory, Processor, ProcessorConfig,
+    ProcessorFactory, ReceiverConfig, ReceiverFactory,
+};
+pub use consumer::{AckToken, Backpressure, Consumer, PipelineMessage};
+pub use tokio_util::sync::CancellationToken;
+
+mod delivery;
+mod pipeline;
+mod registry;
+mod service;
+
+pub use delivery::{DELIVERY_KEYS, DeliverySettings, DeliveryStats, QueueKind, QueueSettings, RetrySettings, WhenFull};
+pub use registry::{ComponentInfo, DuplicateType, Provenance, Registry};
+pub use service::{BuiltExporter, RunningService, ValidatedService};

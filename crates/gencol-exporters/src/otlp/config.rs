@@ -1,0 +1,68 @@
+//! `otlp` exporter settings.
+
+use std::collections::BTreeMap;
+
+use gencol_config::{Diagnostic, Located, Node};
+use serde::Deserialize;
+
+use crate::http::{OtlpHttpSettings, check_headers};
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Json,
+    Proto,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    None,
+}
+
+/// As written in YAML (SPEC §10).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpExporterSettings {
+    /// Full URL of the traces path, e.g. `https://api.axiom.co/v1/traces`.
+    pub endpoint: String,
+    /// Sent with every request. A header whose value is empty or null is not sent, so
+    /// `${env:VAR:-}` makes a header optional.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Option<String>>,
+    #[serde(default)]
+    pub encoding: Encoding,
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+impl OtlpExporterSettings {
+    /// Checks what serde cannot: the URL and the headers.
+    pub fn check(self, config: &Located<Node>) -> Result<OtlpHttpSettings, Diagnostic> {
+        let at = |key: &str| config.value.get(key).map(|n| n.loc.clone()).unwrap_or_else(|| config.loc.clone());
+        let endpoint = parse_endpoint(&self.endpoint).map_err(|m| Diagnostic::error(&at("endpoint"), m))?;
+        let headers: Vec<(String, String)> =
+            self.headers.into_iter().filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k, v))).collect();
+        check_headers(&headers).map_err(|m| Diagnostic::error(&at("headers"), m))?;
+        Ok(OtlpHttpSettings {
+            endpoint,
+            headers,
+            protobuf: self.encoding == Encoding::Proto,
+            gzip: self.compression == Compression::Gzip,
+        })
+    }
+}
+
+/// An `http(s)://host[:port]/path` URL.
+pub fn parse_endpoint(s: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| {
+        format!("endpoint `{s}` is not a URL ({e}): write the full traces URL, e.g. http://127.0.0.1:4318/v1/traces")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("endpoint `{s}` must be an http:// or https:// URL with a host"));
+    }
+    Ok(url)
+}

@@ -1,0 +1,25 @@
+//! The data gencol carries: the generation record a gateway posts (and its JSON
+//! Schema), the span ids derived from it (SPEC §3), and the span form every pipeline
+//! moves ([`SpanItem`]): an OTLP span plus, for spans made from a generation, the
+//! request-level facts that processors and event exporters still need.
+//!
+//! Everything here is pure: no I/O, no runtime, so every other crate can use it.
+
+pub mod attributes;
+mod content;
+mod decode;
+mod generation;
+pub mod ids;
+pub mod otlp;
+mod schema;
+mod span;
+
+pub use decode::{DecodeError, DecodedBatch, RecordError, decode_body, decode_record};
+pub use generation::{Generation, GenerationError, Request, Response, Timestamp};
+pub use schema::{SCHEMA_JSON, schema};
+pub use span::{
+    GenerationContext, Origin, SpanItem, first_output_text, generation_span, latest_user_text, scope, service_resource,
+};
+
+/// The crate version, which gencol reports as `service.version` and scope version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,44 @@
+//! `hierarchy`: the root and intermediate spans a generation sits under (SPEC §3), sent
+//! once per trace however many generations join them.
+
+mod config;
+mod processor;
+#[cfg(test)]
+mod tests;
+
+use gencol_config::{Diagnostic, Located, Node};
+use gencol_engine::{ComponentContext, Processor, ProcessorConfig, ProcessorFactory};
+
+pub use config::HierarchySettings;
+pub use processor::SpanHierarchy;
+
+use crate::settings::decode_or_default;
+
+/// Makes `hierarchy` processors.
+pub struct HierarchyFactory;
+
+impl ProcessorFactory for HierarchyFactory {
+    fn kind(&self) -> &str {
+        "hierarchy"
+    }
+
+    fn about(&self) -> &str {
+        "adds one root span (trace_name) and intermediate span (span_name) per trace above its generations"
+    }
+
+    fn configure(
+        &self,
+        _ctx: &ComponentContext,
+        config: &Located<Node>,
+    ) -> Result<Box<dyn ProcessorConfig>, Vec<Diagnostic>> {
+        let settings: HierarchySettings = decode_or_default(config)?;
+        settings.check(config)?;
+        Ok(Box::new(settings))
+    }
+}
+
+impl ProcessorConfig for HierarchySettings {
+    fn build(&self) -> Box<dyn Processor> {
+        Box::new(SpanHierarchy::new(self))
+    }
+}

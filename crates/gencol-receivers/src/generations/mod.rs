@@ -1,0 +1,99 @@
+//! `generations`: the receiver an LLM gateway posts generation records to
+//! (`POST /v1/generations`, SPEC §2). Each valid record becomes one generation span
+//! (SPEC §3–4) under one resource shared by every span of the receiver.
+
+mod config;
+mod service;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use gencol_config::{Diagnostic, Located, Node};
+use gencol_engine::{BoxFuture, CancellationToken, ComponentContext, Consumer, ReceiverConfig, ReceiverFactory};
+use gencol_model::Origin;
+use tokio::task::JoinHandle;
+
+use crate::http::{ReceiverError, serve};
+use crate::settings::{ServerSettings, decode_settings, locate};
+use config::{CheckedSettings, GenerationsSettings};
+use service::GenerationsService;
+
+/// Registers the `generations` receiver type.
+pub struct GenerationsReceiverFactory;
+
+impl ReceiverFactory for GenerationsReceiverFactory {
+    fn kind(&self) -> &str {
+        "generations"
+    }
+
+    fn about(&self) -> &str {
+        "generation records from an LLM gateway: POST /v1/generations (JSON object, array or NDJSON)"
+    }
+
+    fn configure(
+        &self,
+        ctx: &ComponentContext,
+        config: &Located<Node>,
+    ) -> Result<Box<dyn ReceiverConfig>, Vec<Diagnostic>> {
+        let settings: GenerationsSettings = decode_settings(config)?;
+        let checked = settings.check().map_err(|e| locate(config, e))?;
+        Ok(Box::new(GenerationsReceiverConfig::new(ctx.id.to_string(), checked)))
+    }
+}
+
+/// A checked `generations` receiver, ready to start.
+#[derive(Clone)]
+pub(crate) struct GenerationsReceiverConfig {
+    id: String,
+    server: ServerSettings,
+    origin: Arc<Origin>,
+}
+
+impl GenerationsReceiverConfig {
+    pub(crate) fn new(id: String, checked: CheckedSettings) -> Self {
+        let origin = Arc::new(Origin {
+            resource: gencol_model::service_resource(&checked.service_name),
+            scope: gencol_model::scope(),
+            ..Default::default()
+        });
+        GenerationsReceiverConfig { id, server: checked.server, origin }
+    }
+
+    /// Binds and serves; returns the bound address (the real port for `:0`).
+    pub(crate) async fn bind(
+        &self,
+        consumer: Consumer,
+        shutdown: CancellationToken,
+    ) -> Result<(SocketAddr, JoinHandle<()>), ReceiverError> {
+        let service = GenerationsService {
+            consumer,
+            origin: self.origin.clone(),
+            auth: self.server.auth.clone(),
+            max_body: self.server.max_body,
+        };
+        let (addr, task) = serve(&self.server.endpoint, Arc::new(service), shutdown).await?;
+        tracing::info!(receiver = %self.id, address = %addr, "listening");
+        Ok((addr, task))
+    }
+}
+
+impl ReceiverConfig for GenerationsReceiverConfig {
+    fn listen_addr(&self) -> Option<String> {
+        Some(self.server.endpoint.clone())
+    }
+
+    fn emits_generations(&self) -> bool {
+        true
+    }
+
+    fn start(
+        &self,
+        consumer: Consumer,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<JoinHandle<()>, String>> {
+        let this = self.clone();
+        Box::pin(async move { this.bind(consumer, shutdown).await.map(|(_, task)| task).map_err(|e| e.to_string()) })
+    }
+}

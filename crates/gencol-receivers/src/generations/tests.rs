@@ -1,0 +1,311 @@
+//! The `generations` receiver over real HTTP: every row of SPEC §2's answers table.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gencol_config::ByteSize;
+use gencol_engine::{CancellationToken, PipelineMessage};
+use gencol_model::attributes as attr;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::GenerationsReceiverConfig;
+use super::config::GenerationsSettings;
+use crate::settings::AuthSettings;
+use crate::test_support::{Client, drain, gzip, pipeline, post, raw_request};
+
+const PATH: &str = "/v1/generations";
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+struct Running {
+    addr: SocketAddr,
+    rx: mpsc::Receiver<PipelineMessage>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+async fn start_with(settings: GenerationsSettings, capacity: usize) -> Running {
+    let settings = GenerationsSettings { endpoint: "127.0.0.1:0".into(), ..settings };
+    let config = GenerationsReceiverConfig::new("generations/test".into(), settings.check().expect("valid settings"));
+    let (consumer, rx) = pipeline(capacity);
+    let shutdown = CancellationToken::new();
+    let (addr, task) = config.bind(consumer, shutdown.clone()).await.expect("bind");
+    Running { addr, rx, shutdown, task }
+}
+
+async fn start() -> Running {
+    start_with(GenerationsSettings::default(), 16).await
+}
+
+fn record(id: &str) -> Value {
+    json!({
+        "id": id,
+        "created_at": "2026-11-22T10:00:00.000Z",
+        "completed_at": "2026-11-22T10:00:01.250Z",
+        "provider": "OpenAI",
+        "request": {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}], "user": "user_1"},
+        "response": {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}]}
+    })
+}
+
+fn without_model(id: &str) -> Value {
+    let mut r = record(id);
+    r["request"].as_object_mut().expect("object").remove("model");
+    r
+}
+
+/// Generation ids of every span that reached the pipeline, in order.
+fn received_ids(rx: &mut mpsc::Receiver<PipelineMessage>) -> Vec<String> {
+    drain(rx)
+        .into_iter()
+        .flat_map(|m| m.items)
+        .map(|item| item.generation.expect("a generation span").generation_id.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_object_becomes_one_generation_span() {
+    let mut r = start().await;
+    let a = post(r.addr, PATH, &[JSON], record("gen-1").to_string()).await;
+    assert_eq!(a.status, 202);
+    assert_eq!(a.json(), json!({"accepted": 1, "rejected": []}));
+    assert_eq!(a.header("content-type"), Some("application/json"));
+    let messages = drain(&mut r.rx);
+    assert_eq!(messages.len(), 1);
+    let item = &messages[0].items[0];
+    assert_eq!(item.span.name, "openai/gpt-4o");
+    assert_eq!(attr::get_str(&item.origin.resource.attributes, "service.name"), Some("gencol"));
+    assert_eq!(item.origin.scope.name, "gencol");
+}
+
+#[tokio::test]
+async fn array_ndjson_and_gzip_bodies() {
+    let mut r = start().await;
+    let array = json!([record("a"), record("b"), record("c")]).to_string();
+    let a = post(r.addr, PATH, &[JSON], array.clone()).await;
+    assert_eq!(a.json(), json!({"accepted": 3, "rejected": []}));
+    assert_eq!(received_ids(&mut r.rx), ["a", "b", "c"]);
+
+    let ndjson = format!("{}\n{}\n", record("d"), record("e"));
+    for content_type in ["application/x-ndjson; charset=utf-8", "application/jsonl"] {
+        let a = post(r.addr, PATH, &[("content-type", content_type)], ndjson.clone()).await;
+        assert_eq!(a.json(), json!({"accepted": 2, "rejected": []}), "{content_type}");
+        assert_eq!(received_ids(&mut r.rx), ["d", "e"]);
+    }
+
+    let a = post(r.addr, PATH, &[JSON, ("content-encoding", "gzip")], gzip(array.as_bytes())).await;
+    assert_eq!(a.json(), json!({"accepted": 3, "rejected": []}));
+    let a = post(
+        r.addr,
+        PATH,
+        &[("content-type", "application/x-ndjson"), ("content-encoding", "gzip")],
+        gzip(ndjson.as_bytes()),
+    )
+    .await;
+    assert_eq!(a.json(), json!({"accepted": 2, "rejected": []}));
+    assert_eq!(received_ids(&mut r.rx), ["a", "b", "c", "d", "e"]);
+
+    // No Content-Type at all: read as JSON.
+    let a = post(r.addr, PATH, &[], record("f").to_string()).await;
+    assert_eq!(a.status, 202);
+    assert_eq!(received_ids(&mut r.rx), ["f"]);
+}
+
+#[tokio::test]
+async fn one_bad_record_in_a_hundred_is_rejected_and_the_rest_go_on() {
+    let mut r = start().await;
+    let batch: Vec<Value> =
+        (0..100).map(|i| if i == 42 { without_model("bad") } else { record(&format!("g{i}")) }).collect();
+    let a = post(r.addr, PATH, &[JSON], Value::Array(batch).to_string()).await;
+    assert_eq!(a.status, 202);
+    assert_eq!(a.json(), json!({"accepted": 99, "rejected": [{"index": 42, "error": "[42].request.model: missing"}]}));
+    let ids = received_ids(&mut r.rx);
+    assert_eq!(ids.len(), 99);
+    assert!(!ids.contains(&"bad".to_owned()));
+}
+
+#[tokio::test]
+async fn nothing_valid_or_not_json_is_400_and_keeps_nothing() {
+    let mut r = start().await;
+    let a = post(r.addr, PATH, &[JSON], json!([record("x"), without_model("y")]).to_string()).await;
+    assert_eq!(a.status, 202, "sanity: one good record goes on");
+    drain(&mut r.rx);
+
+    let a = post(r.addr, PATH, &[JSON], without_model("y").to_string()).await;
+    assert_eq!(a.status, 400);
+    let body = a.json();
+    assert_eq!(body["error"], "no valid generation: [0].request.model: missing");
+    assert_eq!(body["rejected"], json!([{"index": 0, "error": "[0].request.model: missing"}]));
+
+    let batch = json!([without_model("a"), without_model("b"), without_model("c"), without_model("d")]);
+    let body = post(r.addr, PATH, &[JSON], batch.to_string()).await.json();
+    assert!(body["error"].as_str().expect("message").contains("[0].request.model: missing"), "{body}");
+    assert_eq!(body["rejected"].as_array().expect("list").len(), 4);
+
+    for not_json in ["{\"id\": ", "", "42"] {
+        let a = post(r.addr, PATH, &[JSON], not_json).await;
+        assert_eq!(a.status, 400, "{not_json:?}");
+        assert!(a.json()["error"].is_string());
+    }
+    let a = post(r.addr, PATH, &[JSON, ("content-encoding", "gzip")], "not gzip").await;
+    assert_eq!(a.status, 400);
+    assert!(drain(&mut r.rx).is_empty());
+}
+
+#[tokio::test]
+async fn bearer_auth_is_checked_before_the_body_is_read() {
+    let settings = GenerationsSettings {
+        auth: Some(AuthSettings { bearer_tokens: vec!["tok-one".into(), "tok-two".into()] }),
+        ..Default::default()
+    };
+    let mut r = start_with(settings, 16).await;
+    for headers in
+        [vec![JSON], vec![JSON, ("authorization", "Bearer tok-three")], vec![JSON, ("authorization", "tok-one")]]
+    {
+        let a = post(r.addr, PATH, &headers, record("x").to_string()).await;
+        assert_eq!(a.status, 401, "{headers:?}");
+        assert_eq!(a.header("www-authenticate"), Some("Bearer"));
+        assert!(a.json()["error"].is_string());
+        assert!(!String::from_utf8_lossy(&a.body).contains("tok-"), "the answer never echoes a token");
+    }
+    for token in ["tok-one", "tok-two"] {
+        let a =
+            post(r.addr, PATH, &[JSON, ("authorization", &format!("Bearer {token}"))], record(token).to_string()).await;
+        assert_eq!(a.status, 202);
+    }
+    assert_eq!(received_ids(&mut r.rx), ["tok-one", "tok-two"]);
+
+    // Headers announcing a body that never comes: the 401 is immediate.
+    let raw = raw_request(
+        r.addr,
+        "POST /v1/generations HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\nauthorization: Bearer no\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413() {
+    let settings = GenerationsSettings { max_request_body_size: ByteSize(2048), ..Default::default() };
+    let mut r = start_with(settings, 16).await;
+
+    // Declared too large: refused from the headers alone.
+    let raw = raw_request(r.addr, "POST /v1/generations HTTP/1.1\r\nhost: x\r\ncontent-length: 4096\r\n\r\n").await;
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+    assert!(raw.contains("max_request_body_size"), "{raw}");
+
+    // Declared and sent too large.
+    let big: Vec<Value> = (0..40).map(|i| record(&format!("g{i}"))).collect();
+    let big = Value::Array(big).to_string();
+    assert!(big.len() > 2048);
+    let a = post(r.addr, PATH, &[JSON], big.clone()).await;
+    assert_eq!(a.status, 413);
+    assert!(a.json()["error"].is_string());
+
+    // Chunked, so no length is declared: the limit is enforced while reading.
+    let chunk = "x".repeat(1500);
+    let chunked = format!(
+        "POST /v1/generations HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{len:x}\r\n{chunk}\r\n{len:x}\r\n{chunk}\r\n0\r\n\r\n",
+        len = chunk.len()
+    );
+    let raw = raw_request(r.addr, &chunked).await;
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+
+    // A small gzip body that expands past the limit (a zip bomb).
+    let compressed = gzip(big.as_bytes());
+    assert!(compressed.len() < 2048);
+    let a = post(r.addr, PATH, &[JSON, ("content-encoding", "gzip")], compressed).await;
+    assert_eq!(a.status, 413);
+    assert!(drain(&mut r.rx).is_empty());
+}
+
+#[tokio::test]
+async fn other_content_types_are_415() {
+    let mut r = start().await;
+    for headers in [
+        vec![("content-type", "text/plain")],
+        vec![("content-type", "application/x-protobuf")],
+        vec![JSON, ("content-encoding", "br")],
+    ] {
+        let a = post(r.addr, PATH, &headers, record("x").to_string()).await;
+        assert_eq!(a.status, 415, "{headers:?}");
+        assert!(a.json()["error"].is_string());
+    }
+    assert!(drain(&mut r.rx).is_empty());
+}
+
+#[tokio::test]
+async fn a_full_pipeline_is_503_with_retry_after_and_keeps_nothing() {
+    let mut r = start_with(GenerationsSettings::default(), 1).await;
+    let a = post(r.addr, PATH, &[JSON], record("first").to_string()).await;
+    assert_eq!(a.status, 202);
+    let a = post(r.addr, PATH, &[JSON], json!([record("second"), record("third")]).to_string()).await;
+    assert_eq!(a.status, 503);
+    assert_eq!(a.header("retry-after"), Some("1"));
+    assert_eq!(a.json(), json!({"error": "pipeline full, retry"}));
+    assert_eq!(received_ids(&mut r.rx), ["first"]);
+    // Room again: the retry is accepted.
+    let a = post(r.addr, PATH, &[JSON], json!([record("second"), record("third")]).to_string()).await;
+    assert_eq!(a.status, 202);
+    assert_eq!(received_ids(&mut r.rx), ["second", "third"]);
+}
+
+#[tokio::test]
+async fn other_paths_are_404_and_other_methods_405() {
+    let r = start().await;
+    let a = post(r.addr, "/v1/traces", &[JSON], record("x").to_string()).await;
+    assert_eq!(a.status, 404);
+    assert!(a.json()["error"].is_string());
+    let mut client = Client::connect(r.addr).await;
+    let get = http::Request::get(PATH).header("host", "x").body(Default::default()).expect("request");
+    let a = client.send(get).await;
+    assert_eq!(a.status, 405);
+    assert_eq!(a.header("allow"), Some("POST"));
+}
+
+#[tokio::test]
+async fn keep_alive_serves_many_requests_on_one_connection() {
+    let mut r = start().await;
+    let mut client = Client::connect(r.addr).await;
+    for i in 0..5 {
+        let a = client.post(PATH, &[JSON], record(&format!("k{i}")).to_string()).await;
+        assert_eq!(a.status, 202);
+    }
+    // A refused request (body never read) does not break the connection for the next.
+    let a = client.post(PATH, &[("content-type", "text/plain")], "x").await;
+    assert_eq!(a.status, 415);
+    let a = client.post(PATH, &[JSON], record("k5").to_string()).await;
+    assert_eq!(a.status, 202);
+    assert_eq!(received_ids(&mut r.rx).len(), 6);
+}
+
+#[tokio::test]
+async fn the_service_name_setting_names_the_resource() {
+    let settings = GenerationsSettings { service_name: "my-gateway".into(), ..Default::default() };
+    let mut r = start_with(settings, 16).await;
+    post(r.addr, PATH, &[JSON], json!([record("a"), record("b")]).to_string()).await;
+    let items: Vec<_> = drain(&mut r.rx).into_iter().flat_map(|m| m.items).collect();
+    assert_eq!(attr::get_str(&items[0].origin.resource.attributes, "service.name"), Some("my-gateway"));
+    assert!(std::sync::Arc::ptr_eq(&items[0].origin, &items[1].origin), "one shared resource");
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_ends_the_task() {
+    let r = start().await;
+    let mut idle = Client::connect(r.addr).await;
+    assert_eq!(idle.post(PATH, &[JSON], record("a").to_string()).await.status, 202);
+    r.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), r.task).await.expect("stops within 5s").expect("no panic");
+    assert!(tokio::net::TcpStream::connect(r.addr).await.is_err(), "no longer listening");
+}
+
+#[test]
+fn settings_defaults_and_checks() {
+    let d = GenerationsSettings::default();
+    assert_eq!(d.endpoint, "127.0.0.1:4320");
+    assert_eq!(d.max_request_body_size, ByteSize(10 * 1024 * 1024));
+    assert_eq!(d.service_name, "gencol");
+    let e = GenerationsSettings { service_name: " ".into(), ..Default::default() }.check().expect_err("empty name");
+    assert_eq!(e.key, "service_name");
+}

@@ -1,0 +1,33 @@
+//! Fake destinations for gencol, usable from tests and from the command line.
+//!
+//! gencol's value is in delivering spans correctly to remote backends; those backends are not
+//! available offline or in CI, and they cannot be told to fail on cue. This crate provides
+//! loopback HTTP servers that decode what they receive, record every request (including
+//! refused ones) and can be scripted to misbehave (errors, `Retry-After`, slowness, dropped
+//! connections), so exporters' retry and error paths can be tested end to end.
+//!
+//! Today: [`OtlpSink`], an OTLP/HTTP traces sink. The listener, scripting and journal
+//! machinery is shared so further endpoints behave the same way.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use std::time::Duration;
+//! use gencol_testkit::{Answer, OtlpSink};
+//!
+//! let sink = OtlpSink::start().await?;
+//! sink.script([Answer::status(503).retry_after(1)]);
+//! // ... point an exporter at sink.url() and send one span ...
+//! let spans = sink.wait_for_spans(1, Duration::from_secs(10)).await;
+//! assert_eq!(sink.requests()[0].status(), Some(503));
+//! assert_eq!(spans.len(), 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod otlp_json;
+pub mod otlp_sink;
+pub mod pretty;
+mod server;
+
+pub use otlp_sink::{DEFAULT_TRACES_PATH, Encoding, OtlpSink, ReceivedRequest, ReceivedSpan, SinkOptions};
+pub use server::{Answer, DEFAULT_MAX_BODY_BYTES, Outcome, is_secret_header, masked_header_value};
