@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Components => components(),
         Command::Schema { what: SchemaKind::Generation } => {
-            println!("{}", gencol_model::SCHEMA_JSON.trim_end());
+            print_out(&format!("{}\n", gencol_model::SCHEMA_JSON.trim_end()));
             ExitCode::SUCCESS
         }
         Command::Validate { config } => validate(&config),
@@ -139,14 +139,22 @@ fn load(paths: &[PathBuf], registry: &Registry) -> Result<ValidatedService, ()> 
     }
 }
 
+/// Writes to stdout; a closed pipe (`gencol schema generation | head`) is not an error.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn components() -> ExitCode {
+    let mut out = String::new();
     for c in registry().components() {
         let origin = match c.provenance {
             Provenance::BuiltIn => "built-in".to_owned(),
             Provenance::Plugin { path, version } => format!("plugin {path} {version}"),
         };
-        println!("{:<10} {:<12} {:<9} {}", c.role, c.kind, origin, c.about);
+        out.push_str(&format!("{:<10} {:<12} {:<9} {}\n", c.role, c.kind, origin, c.about));
     }
+    print_out(&out);
     ExitCode::SUCCESS
 }
 
