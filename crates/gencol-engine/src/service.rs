@@ -246,6 +246,19 @@ impl ValidatedService {
         self.exporters.iter().map(|(id, plan)| (id.clone(), plan.config.build(id))).collect()
     }
 
+    /// Exporters some pipeline uses (the ones `start` runs), in id order.
+    pub fn used_exporters(&self) -> Vec<ComponentId> {
+        let used: BTreeSet<&ComponentId> = self.pipelines.iter().flat_map(|p| &p.exporters).collect();
+        used.into_iter().cloned().collect()
+    }
+
+    /// An exporter's configured `timeout`, which also bounds its Test Connection: a
+    /// destination that answers tests more slowly than real sends would let through is
+    /// not one that works.
+    pub fn exporter_timeout(&self, id: &ComponentId) -> Option<Duration> {
+        self.exporters.get(id).map(|plan| plan.delivery.timeout.0)
+    }
+
     /// Starts everything: exporters, then pipelines, then receivers. If any part fails
     /// to start (a port in use), what was started is stopped again and the error
     /// returned: gencol never half-starts.

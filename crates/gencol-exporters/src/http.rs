@@ -1,5 +1,11 @@
-//! OTLP/HTTP sending shared by every exporter that speaks it (OTLP, and later Ramp):
+//! OTLP/HTTP sending shared by every exporter that speaks it (`otlp`, `ramp`):
 //! encoding, gzip, headers, and the OTLP spec's answer classification.
+//!
+//! Error messages are what `gencol test-connection` prints and what delivery logs, so
+//! they follow one shape: `<status> <body excerpt> (from <endpoint>)` when the
+//! destination answered, `cannot reach <endpoint>: <cause>` when it did not. Neither
+//! may carry a secret: the endpoint is shown without userinfo or query (a user may put
+//! a key there), and header values are masked if the destination echoes them back.
 
 use std::io::Write;
 use std::time::Duration;
@@ -15,7 +21,7 @@ use prost::Message;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// How an OTLP/HTTP destination is reached.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct OtlpHttpSettings {
     pub endpoint: reqwest::Url,
     /// Sent with every request; values are secrets and never logged.
@@ -24,11 +30,37 @@ pub struct OtlpHttpSettings {
     pub gzip: bool,
 }
 
+impl OtlpHttpSettings {
+    /// `host:port` the endpoint reaches, to detect a loop back into gencol's own receivers.
+    pub fn target_addr(&self) -> Option<String> {
+        let u = &self.endpoint;
+        Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?))
+    }
+}
+
+/// Hand-written so that a stray `{:?}` can never print a header value (a credential).
+impl std::fmt::Debug for OtlpHttpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, _)| (k.as_str(), "***")).collect();
+        f.debug_struct("OtlpHttpSettings")
+            .field("endpoint", &redacted_url(&self.endpoint))
+            .field("headers", &headers)
+            .field("protobuf", &self.protobuf)
+            .field("gzip", &self.gzip)
+            .finish()
+    }
+}
+
 /// Sends OTLP export requests to one endpoint over a pooled keep-alive client.
 pub struct OtlpHttpSender {
     client: reqwest::Client,
     endpoint: reqwest::Url,
+    /// The endpoint as messages show it (see [`redacted_url`]).
+    shown_endpoint: String,
     headers: HeaderMap,
+    /// Header values (and bearer tokens without their scheme) to mask in response
+    /// excerpts, longest first so a token inside a longer value is masked whole.
+    secrets: Vec<String>,
     protobuf: bool,
     gzip: bool,
     exporter: String,
@@ -62,7 +94,9 @@ impl OtlpHttpSender {
         Ok(OtlpHttpSender {
             client,
             endpoint: s.endpoint.clone(),
+            shown_endpoint: redacted_url(&s.endpoint),
             headers,
+            secrets: secrets_of(&s.headers),
             protobuf: s.protobuf,
             gzip: s.gzip,
             exporter: exporter.to_owned(),
@@ -91,8 +125,8 @@ impl OtlpHttpSender {
             request = request.header("x-test-connection", "true");
         }
         let response = request.body(Bytes::from(body)).send().await.map_err(|e| {
-            // reqwest errors name the URL, never headers; keep the chain short.
-            ExportError::retryable(format!("cannot reach {}: {}", self.endpoint, error_chain(&e)))
+            // reqwest errors name the full URL (query included); show the redacted one.
+            ExportError::retryable(format!("cannot reach {}: {}", self.shown_endpoint, error_chain(&e.without_url())))
         })?;
         let status = response.status();
         let retry_after =
@@ -104,7 +138,9 @@ impl OtlpHttpSender {
             self.log_partial_success(&content_type, &body);
             return Ok(format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("")).trim().to_owned());
         }
-        let message = format!("{} answered {}: {}", self.endpoint, status.as_u16(), excerpt(&body));
+        // Status first: `test-connection` prints this as `FAILED: <status> <excerpt>`.
+        let excerpt = mask_secrets(excerpt(&body), &self.secrets);
+        let message = format!("{} {excerpt} (from {})", status.as_u16(), self.shown_endpoint);
         match status.as_u16() {
             429 | 502 | 503 | 504 => Err(ExportError::Retryable { message, retry_after }),
             _ => Err(ExportError::permanent(message)),
@@ -124,7 +160,8 @@ impl OtlpHttpSender {
         if let Some(p) = parsed.and_then(|r| r.partial_success)
             && (p.rejected_spans > 0 || !p.error_message.is_empty())
         {
-            tracing::warn!(exporter = %self.exporter, rejected_spans = p.rejected_spans, "destination accepted the batch partially: {}", p.error_message);
+            let message = mask_secrets(p.error_message, &self.secrets);
+            tracing::warn!(exporter = %self.exporter, rejected_spans = p.rejected_spans, "destination accepted the batch partially: {message}");
         }
     }
 }
@@ -165,7 +202,82 @@ pub fn excerpt(body: &[u8]) -> String {
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// A URL fit for messages: scheme, host, port and path, without userinfo, query or
+/// fragment, where a user may have put a key (`?api_key=...`). A cut query shows as `?***`.
+pub fn redacted_url(url: &reqwest::Url) -> String {
+    let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(url.path());
+    if url.query().is_some() {
+        shown.push_str("?***");
+    }
+    shown
+}
+
+/// [`redacted_url`] for text that may not even parse (shown in config errors).
+fn redacted_url_text(s: &str) -> String {
+    if let Ok(url) = reqwest::Url::parse(s) {
+        return redacted_url(&url);
+    }
+    let (before_query, had_query) = match s.split_once('?') {
+        Some((before, _)) => (before, true),
+        None => (s, false),
+    };
+    let mut shown = match before_query.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => before_query.to_owned(),
+        },
+        None => before_query.to_owned(),
+    };
+    if had_query {
+        shown.push_str("?***");
+    }
+    shown
+}
+
+/// Parses an `http(s)://host[:port]/path` setting (`key`); errors show the value
+/// redacted and end with `hint` (what to write instead).
+pub fn parse_http_url(key: &str, s: &str, hint: &str) -> Result<reqwest::Url, String> {
+    let shown = redacted_url_text(s);
+    let url = reqwest::Url::parse(s).map_err(|e| format!("{key} `{shown}` is not a URL ({e}): {hint}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{key} `{shown}` must be an http:// or https:// URL with a host"));
+    }
+    Ok(url)
+}
+
+/// What to mask in texts that come back from a destination: each header value, and the
+/// credential alone when the value is `<scheme> <credential>` (`Bearer abc`). Values
+/// shorter than 4 characters are left alone: masking them would garble ordinary text
+/// and they are not credentials anyone uses.
+fn secrets_of(headers: &[(String, String)]) -> Vec<String> {
+    let mut secrets: Vec<String> = Vec::new();
+    for (_, value) in headers {
+        let value = value.trim();
+        secrets.push(value.to_owned());
+        if let Some((_, credential)) = value.split_once(' ') {
+            secrets.push(credential.trim().to_owned());
+        }
+    }
+    secrets.retain(|s| s.len() >= 4);
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    secrets
+}
+
+pub(crate) fn mask_secrets(mut text: String, secrets: &[String]) -> String {
+    for secret in secrets {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), "***");
+        }
+    }
+    text
+}
+
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -185,6 +297,37 @@ mod tests {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn urls_in_messages_lose_userinfo_and_query() {
+        let url = reqwest::Url::parse("https://user:pw@api.example.com:8443/v1/traces?api_key=s3cret#x").unwrap();
+        assert_eq!(redacted_url(&url), "https://api.example.com:8443/v1/traces?***");
+        let url = reqwest::Url::parse("http://127.0.0.1:4318/v1/traces").unwrap();
+        assert_eq!(redacted_url(&url), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(redacted_url_text("http://u:pw@host:port/x?key=s3cret"), "http://***@host:port/x?***");
+        let err = parse_http_url("base_url", "http//host/x?key=s3cret", "write a URL").unwrap_err();
+        assert!(err.starts_with("base_url `http//host/x?***` is not a URL") && !err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn echoed_credentials_are_masked() {
+        let secrets =
+            secrets_of(&[("Authorization".into(), "Bearer rk_live_abcdef".into()), ("X-Dataset".into(), "llm".into())]);
+        let text = mask_secrets("invalid key rk_live_abcdef for llm (Bearer rk_live_abcdef)".into(), &secrets);
+        assert_eq!(text, "invalid key *** for llm (***)");
+    }
+
+    #[test]
+    fn settings_debug_hides_header_values() {
+        let s = OtlpHttpSettings {
+            endpoint: reqwest::Url::parse("http://h/v1/traces?token=abc").unwrap(),
+            headers: vec![("Authorization".into(), "Bearer topsecret".into())],
+            protobuf: false,
+            gzip: false,
+        };
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("topsecret") && !shown.contains("abc"), "{shown}");
     }
 
     #[test]

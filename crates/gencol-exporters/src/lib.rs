@@ -1,5 +1,6 @@
 //! gencol's built-in exporters: `otlp` (any OTLP/HTTP backend: Axiom, Jaeger, Tempo,
-//! Honeycomb, an OpenTelemetry Collector) and `debug` (span trees on stdout).
+//! Honeycomb, an OpenTelemetry Collector), `ramp` (Ramp AI spend tracking, the same
+//! spans with a Ramp API key) and `debug` (span trees on stdout).
 //!
 //! Each exporter only sends once and classifies failures; queueing, timeout, retry
 //! and `privacy_mode` are the engine's, the same for every exporter.
@@ -7,6 +8,8 @@
 mod debug;
 mod http;
 mod otlp;
+mod raindrop;
+mod ramp;
 
 use std::sync::Arc;
 
@@ -16,7 +19,12 @@ pub use http::{OtlpHttpSender, OtlpHttpSettings};
 
 /// The built-in exporter factories.
 pub fn factories() -> Vec<Arc<dyn ExporterFactory>> {
-    vec![Arc::new(otlp::OtlpExporterFactory), Arc::new(debug::DebugExporterFactory)]
+    vec![
+        Arc::new(otlp::OtlpExporterFactory),
+        Arc::new(ramp::RampExporterFactory),
+        Arc::new(raindrop::RaindropExporterFactory),
+        Arc::new(debug::DebugExporterFactory),
+    ]
 }
 
 /// The one span `gencol test-connection` sends: marked `gencol.test_connection=true`,

@@ -6,8 +6,10 @@
 //! refused ones) and can be scripted to misbehave (errors, `Retry-After`, slowness, dropped
 //! connections), so exporters' retry and error paths can be tested end to end.
 //!
-//! Today: [`OtlpSink`], an OTLP/HTTP traces sink. The listener, scripting and journal
-//! machinery is shared so further endpoints behave the same way.
+//! Today: [`OtlpSink`], an OTLP/HTTP traces sink, which [`SinkOptions::ramp`] turns into a
+//! Ramp-like endpoint (Ramp's path, bearer API key required), and [`RaindropSink`], a
+//! Raindrop-like events ingest that refuses what the real one refuses. The listener,
+//! scripting and journal machinery is shared so every endpoint behaves the same way.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -27,7 +29,14 @@
 mod otlp_json;
 pub mod otlp_sink;
 pub mod pretty;
+pub mod raindrop;
+pub mod ramp;
 mod server;
 
 pub use otlp_sink::{DEFAULT_TRACES_PATH, Encoding, OtlpSink, ReceivedRequest, ReceivedSpan, SinkOptions};
+pub use raindrop::{
+    RAINDROP_MAX_BODY_BYTES, RAINDROP_MAX_TEXT_CHARS, RAINDROP_TRACK_PATH, RaindropOptions, RaindropRequest,
+    RaindropSink,
+};
+pub use ramp::RAMP_PATH;
 pub use server::{Answer, DEFAULT_MAX_BODY_BYTES, Outcome, is_secret_header, masked_header_value};

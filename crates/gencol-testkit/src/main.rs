@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use gencol_testkit::pretty::render_request;
-use gencol_testkit::{Answer, OtlpSink, SinkOptions, masked_header_value};
+use gencol_testkit::ramp::RAMP_PATH;
+use gencol_testkit::{Answer, OtlpSink, RaindropOptions, RaindropSink, SinkOptions, masked_header_value};
 
 #[derive(Debug, Parser)]
 #[command(name = "gencol-testkit", version, about = "Local fake destinations for trying and testing gencol pipelines")]
@@ -20,6 +21,12 @@ struct Cli {
 enum Command {
     /// Run an OTLP/HTTP traces sink that prints every request and its spans.
     Otlp(OtlpArgs),
+    /// Run a Ramp-like endpoint: the OTLP sink at /developer/v1/ai-usage/openrouter,
+    /// requiring `Authorization: Bearer <api key>` (401 otherwise).
+    Ramp(RampArgs),
+    /// Run a Raindrop-like events endpoint (POST /v1/events/track) that enforces the real
+    /// ingest's rules (bearer write key, strict event keys, 1 MiB) and prints each event.
+    Raindrop(RaindropArgs),
 }
 
 #[derive(Debug, Args)]
@@ -30,6 +37,43 @@ struct OtlpArgs {
     /// Path to serve; others get 404.
     #[arg(long, default_value = gencol_testkit::DEFAULT_TRACES_PATH)]
     path: String,
+    /// Require this header on every request, as `NAME=VALUE`; others get 401.
+    #[arg(long, value_parser = parse_header)]
+    expect_header: Option<(String, String)>,
+    #[command(flatten)]
+    misbehaviour: Misbehaviour,
+}
+
+#[derive(Debug, Args)]
+struct RampArgs {
+    /// Address to listen on; point the `ramp` exporter's base_url at
+    /// http://ADDR/developer/v1/ai-usage/openrouter.
+    #[arg(long, default_value = "127.0.0.1:4321")]
+    listen: SocketAddr,
+    /// The API key requests must carry as `Authorization: Bearer KEY` (default: the
+    /// RAMP_API_KEY environment variable, so the key stays out of the process list).
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
+    #[command(flatten)]
+    misbehaviour: Misbehaviour,
+}
+
+#[derive(Debug, Args)]
+struct RaindropArgs {
+    /// Address to listen on; point the `raindrop` exporter's base_url at http://ADDR.
+    #[arg(long, default_value = "127.0.0.1:4322")]
+    listen: SocketAddr,
+    /// The write key requests must carry as `Authorization: Bearer KEY` (default: the
+    /// RAINDROP_WRITE_KEY environment variable, so the key stays out of the process list).
+    #[arg(long, value_name = "KEY")]
+    write_key: Option<String>,
+    #[command(flatten)]
+    misbehaviour: Misbehaviour,
+}
+
+/// How a fake destination misbehaves, the same flags for every endpoint.
+#[derive(Debug, Args)]
+struct Misbehaviour {
     /// Answer with this status instead of accepting (to watch retries).
     #[arg(long, value_parser = clap::value_parser!(u16).range(100..=999))]
     fail_status: Option<u16>,
@@ -42,9 +86,6 @@ struct OtlpArgs {
     /// Wait this long before every answer, e.g. `2s` or `500ms` (a slow backend).
     #[arg(long, value_parser = humantime::parse_duration)]
     delay: Option<Duration>,
-    /// Require this header on every request, as `NAME=VALUE`; others get 401.
-    #[arg(long, value_parser = parse_header)]
-    expect_header: Option<(String, String)>,
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -54,14 +95,16 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
     }
 }
 
-impl OtlpArgs {
-    /// Turns the flags into sink options: failures are scripted for `--fail-count` requests,
+impl Misbehaviour {
+    /// Adds the flags to sink options: failures are scripted for `--fail-count` requests,
     /// or become the fallback when every request should fail.
-    fn options(&self) -> (SinkOptions, Vec<Answer>) {
-        let mut opts = SinkOptions::default().addr(self.listen).path(self.path.clone());
-        if let Some((name, value)) = &self.expect_header {
-            opts = opts.expect_header(name.clone(), value.clone());
-        }
+    fn apply(&self, opts: SinkOptions) -> (SinkOptions, Vec<Answer>) {
+        let (fallback, script) = self.answers();
+        (if let Some(answer) = fallback { opts.fallback(answer) } else { opts }, script)
+    }
+
+    /// The fallback answer (if any) and the answers to script first, for any endpoint.
+    fn answers(&self) -> (Option<Answer>, Vec<Answer>) {
         let normal = self.delay.map(Answer::delay);
         let failure = self.fail_status.map(|status| {
             let mut answer = Answer::status(status);
@@ -74,20 +117,25 @@ impl OtlpArgs {
             answer
         });
         match (failure, self.fail_count) {
-            (Some(failure), Some(count)) => {
-                if let Some(normal) = normal {
-                    opts = opts.fallback(normal);
-                }
-                (opts, vec![failure; count])
-            }
-            (Some(failure), None) => (opts.fallback(failure), Vec::new()),
-            (None, _) => {
-                if let Some(normal) = normal {
-                    opts = opts.fallback(normal);
-                }
-                (opts, Vec::new())
-            }
+            (Some(failure), Some(count)) => (normal, vec![failure; count]),
+            (Some(failure), None) => (Some(failure), Vec::new()),
+            (None, _) => (normal, Vec::new()),
         }
+    }
+
+    /// One line per flag given, printed when a sink starts.
+    fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(status) = self.fail_status {
+            let scope =
+                self.fail_count.map_or_else(|| "every request".to_owned(), |n| format!("the first {n} request(s)"));
+            let retry = self.retry_after.map_or_else(String::new, |s| format!(" with Retry-After: {s}"));
+            lines.push(format!("answering {status}{retry} to {scope}"));
+        }
+        if let Some(delay) = self.delay {
+            lines.push(format!("delaying every answer by {}", humantime::format_duration(delay)));
+        }
+        lines
     }
 }
 
@@ -95,21 +143,40 @@ async fn run_otlp(args: OtlpArgs) -> Result<(), String> {
     if !args.path.starts_with('/') {
         return Err(format!("--path must start with '/': {:?}", args.path));
     }
-    let (opts, script) = args.options();
-    let sink = OtlpSink::start_with(opts).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let mut opts = SinkOptions::default().addr(args.listen).path(args.path.clone());
+    let mut notes = Vec::new();
+    if let Some((name, value)) = &args.expect_header {
+        opts = opts.expect_header(name.clone(), value.clone());
+        notes.push(format!("requiring header {name}={}", masked_header_value(name, value)));
+    }
+    serve("otlp", opts, &args.misbehaviour, &notes).await
+}
+
+/// The Ramp-like endpoint is the OTLP sink with Ramp's path and bearer key.
+async fn run_ramp(args: RampArgs) -> Result<(), String> {
+    let api_key = match args.api_key {
+        Some(key) => key,
+        None => std::env::var("RAMP_API_KEY")
+            .map_err(|_| "give the key to require with --api-key KEY or the RAMP_API_KEY variable".to_owned())?,
+    };
+    if api_key.trim().is_empty() {
+        return Err("the API key to require is empty".to_owned());
+    }
+    let opts = SinkOptions::ramp(api_key.trim()).addr(args.listen);
+    let notes = [format!("requiring Authorization: Bearer *** (the given key); others get 401 (path {RAMP_PATH})")];
+    serve("ramp", opts, &args.misbehaviour, &notes).await
+}
+
+/// Runs a sink until Ctrl-C, printing every request it receives.
+async fn serve(name: &str, opts: SinkOptions, misbehaviour: &Misbehaviour, notes: &[String]) -> Result<(), String> {
+    let listen = opts.addr;
+    let (opts, script) = misbehaviour.apply(opts);
+    let sink = OtlpSink::start_with(opts).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     sink.script(script);
     let started = Instant::now();
-    println!("gencol-testkit otlp: listening on {}", sink.url());
-    if let Some(status) = args.fail_status {
-        let scope = args.fail_count.map_or_else(|| "every request".to_owned(), |n| format!("the first {n} request(s)"));
-        let retry = args.retry_after.map_or_else(String::new, |s| format!(" with Retry-After: {s}"));
-        println!("  answering {status}{retry} to {scope}");
-    }
-    if let Some(delay) = args.delay {
-        println!("  delaying every answer by {}", humantime::format_duration(delay));
-    }
-    if let Some((name, value)) = &args.expect_header {
-        println!("  requiring header {name}={}", masked_header_value(name, value));
+    println!("gencol-testkit {name}: listening on {}", sink.url());
+    for note in misbehaviour.describe().iter().chain(notes) {
+        println!("  {note}");
     }
     println!("  press Ctrl-C to stop");
 
@@ -137,11 +204,63 @@ async fn run_otlp(args: OtlpArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs the Raindrop-like endpoint until Ctrl-C, printing every request and its events.
+async fn run_raindrop(args: RaindropArgs) -> Result<(), String> {
+    let write_key = match args.write_key {
+        Some(key) => key,
+        None => std::env::var("RAINDROP_WRITE_KEY").map_err(|_| {
+            "give the write key to require with --write-key KEY or the RAINDROP_WRITE_KEY variable".to_owned()
+        })?,
+    };
+    if write_key.trim().is_empty() {
+        return Err("the write key to require is empty".to_owned());
+    }
+    let (fallback, script) = args.misbehaviour.answers();
+    let mut opts = RaindropOptions::new(write_key.trim()).addr(args.listen);
+    if let Some(answer) = fallback {
+        opts = opts.fallback(answer);
+    }
+    let sink = RaindropSink::start_with(opts).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    sink.script(script);
+    let started = Instant::now();
+    println!("gencol-testkit raindrop: listening on {} (base_url for the raindrop exporter)", sink.url());
+    for note in args.misbehaviour.describe() {
+        println!("  {note}");
+    }
+    println!("  requiring Authorization: Bearer *** (the given key); others get 401");
+    println!("  press Ctrl-C to stop");
+
+    let mut seen = 0;
+    let mut accepted_events = 0;
+    loop {
+        tokio::select! {
+            signal = tokio::signal::ctrl_c() => {
+                signal.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+                break;
+            }
+            next = sink.wait_for_request(seen, Duration::from_secs(3600)) => {
+                if let Some(request) = next {
+                    seen += 1;
+                    if request.is_success() {
+                        accepted_events += request.event_count();
+                    }
+                    print!("{}", request.render(seen, started));
+                }
+            }
+        }
+    }
+    println!("stopped: {seen} requests, {accepted_events} events accepted");
+    sink.shutdown();
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Otlp(args) => run_otlp(args).await,
+        Command::Ramp(args) => run_ramp(args).await,
+        Command::Raindrop(args) => run_raindrop(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

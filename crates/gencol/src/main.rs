@@ -51,8 +51,13 @@ enum Command {
         /// Exporter ids to test (default: all).
         exporters: Vec<String>,
     },
-    /// List every receiver, processor and exporter type.
-    Components,
+    /// List every receiver, processor and exporter type, with the plugins' exporter
+    /// types when a --config lists plugins.
+    Components {
+        /// Pipeline YAML whose `plugins:` to load; several merge in order.
+        #[arg(long = "config", value_name = "FILE")]
+        config: Vec<PathBuf>,
+    },
     /// Print a JSON Schema.
     Schema {
         #[arg(value_enum)]
@@ -70,14 +75,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     match cli.command {
-        Command::Components => components(),
+        Command::Components { config } => components(&config),
         Command::Schema { what: SchemaKind::Generation } => {
             print_out(&format!("{}\n", gencol_model::SCHEMA_JSON.trim_end()));
             ExitCode::SUCCESS
         }
         Command::Validate { config } => validate(&config),
-        Command::Run { config, test_connections } => runtime().block_on(run(&config, test_connections)),
-        Command::TestConnection { config, exporters } => runtime().block_on(test_connection(&config, &exporters)),
+        Command::Run { config, test_connections } => block_on(run(&config, test_connections)),
+        Command::TestConnection { config, exporters } => block_on(test_connection(&config, &exporters)),
     }
 }
 
@@ -85,11 +90,26 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start the async runtime")
 }
 
+/// Runs `f`, then leaves without waiting for the blocking pool: a plugin call that never
+/// returns (a hung plugin) holds a blocking thread, and dropping the runtime would wait
+/// for it forever instead of exiting.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let rt = runtime();
+    let out = rt.block_on(f);
+    rt.shutdown_background();
+    out
+}
+
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
 }
 
 /// Every built-in component type.
@@ -115,16 +135,35 @@ fn print_diagnostics(d: &Diagnostics) {
     }
 }
 
-/// Loads, merges and checks the config; prints every finding.
-fn load(paths: &[PathBuf], registry: &Registry) -> Result<ValidatedService, ()> {
+/// Loads the config's `plugins:` into `registry` (so their exporter types are checked
+/// like built-in ones), then checks the config against it.
+fn check(registry: &mut Registry, config: &ServiceConfig) -> Result<ValidatedService, Diagnostics> {
+    let mut found = gencol_plugin_host::load_plugins(registry, &config.plugins);
+    if found.has_errors() {
+        return Err(found);
+    }
+    match ValidatedService::validate(registry, config) {
+        Ok(mut service) => {
+            found.extend(std::mem::take(&mut service.warnings));
+            service.warnings = found;
+            Ok(service)
+        }
+        Err(errors) => {
+            found.extend(errors);
+            Err(found)
+        }
+    }
+}
+
+/// Loads, merges and checks the config, plugins included; prints every finding.
+fn load(paths: &[PathBuf], registry: &mut Registry) -> Result<ValidatedService, ()> {
     let root: Result<Located<Node>, Diagnostics> = if paths.is_empty() {
         load_str(DEFAULT_PIPELINE_NAME, DEFAULT_PIPELINE, &process_env)
     } else {
         let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
         load_files(&paths, &process_env)
     };
-    let checked =
-        root.and_then(|root| ServiceConfig::from_node(&root)).and_then(|c| ValidatedService::validate(registry, &c));
+    let checked = root.and_then(|root| ServiceConfig::from_node(&root)).and_then(|c| check(registry, &c));
     match checked {
         Ok(service) => {
             print_diagnostics(&service.warnings);
@@ -145,9 +184,21 @@ fn print_out(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
-fn components() -> ExitCode {
+fn components(paths: &[PathBuf]) -> ExitCode {
+    let mut registry = registry();
+    if !paths.is_empty() {
+        let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let found = load_files(&paths, &process_env)
+            .and_then(|root| ServiceConfig::from_node(&root))
+            .map(|c| gencol_plugin_host::load_plugins(&mut registry, &c.plugins));
+        let (Ok(found) | Err(found)) = &found;
+        print_diagnostics(found);
+        if found.has_errors() {
+            return ExitCode::FAILURE;
+        }
+    }
     let mut out = String::new();
-    for c in registry().components() {
+    for c in registry.components() {
         let origin = match c.provenance {
             Provenance::BuiltIn => "built-in".to_owned(),
             Provenance::Plugin { path, version } => format!("plugin {path} {version}"),
@@ -159,7 +210,7 @@ fn components() -> ExitCode {
 }
 
 fn validate(paths: &[PathBuf]) -> ExitCode {
-    match load(paths, &registry()) {
+    match load(paths, &mut registry()) {
         Ok(_) => {
             println!("configuration is valid");
             ExitCode::SUCCESS
@@ -169,8 +220,10 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
 }
 
 async fn run(paths: &[PathBuf], test_first: bool) -> ExitCode {
-    let Ok(service) = load(paths, &registry()) else { return ExitCode::FAILURE };
-    if test_first && !test_all(&service, &[]).await {
+    let Ok(service) = load(paths, &mut registry()) else { return ExitCode::FAILURE };
+    // Only what will run must pass: an exporter no pipeline uses never sends.
+    let used: Vec<String> = service.used_exporters().iter().map(ToString::to_string).collect();
+    if test_first && !test_all(&service, &used).await {
         eprintln!("not starting: a Test Connection failed (fix the destination or its settings, then run again)");
         return ExitCode::FAILURE;
     }
@@ -209,37 +262,49 @@ async fn wait_for_signal() {
 }
 
 async fn test_connection(paths: &[PathBuf], only: &[String]) -> ExitCode {
-    let Ok(service) = load(paths, &registry()) else { return ExitCode::FAILURE };
+    let Ok(service) = load(paths, &mut registry()) else { return ExitCode::FAILURE };
     if test_all(&service, only).await { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
-/// Tests each (or each named) exporter; prints `ID: ok` or `ID: FAILED: ...`.
+/// Tests each (or each named) exporter once, without retries, bounded by its own
+/// `timeout`; prints one line per exporter, in id order:
+/// `ID: ok (200 OK)`, `ID: FAILED: <status> <body excerpt> (from <url>)` when the
+/// destination answered, `ID: FAILED: <reason>` when it could not be reached in time.
+/// Exporters are tested at once, so one dead destination does not make the others
+/// wait. Returns whether every test passed.
 async fn test_all(service: &ValidatedService, only: &[String]) -> bool {
     let exporters = service.build_exporters();
     let mut all_ok = true;
     for name in only {
         if !exporters.iter().any(|(id, _)| &id.to_string() == name) {
-            println!("{name}: FAILED: no exporter `{name}` in the configuration");
+            let known: Vec<String> = exporters.iter().map(|(id, _)| id.to_string()).collect();
+            let known = known.join(", ");
+            print_out(&format!("{name}: FAILED: no exporter `{name}` in the configuration (defined: {known})\n"));
             all_ok = false;
         }
     }
+    let mut tests = Vec::new();
     for (id, built) in exporters {
-        let id = id.to_string();
-        if !only.is_empty() && !only.contains(&id) {
+        if !only.is_empty() && !only.contains(&id.to_string()) {
             continue;
         }
-        let outcome = match built {
-            Err(e) => Err(e),
-            Ok(exporter) => match tokio::time::timeout(Duration::from_secs(15), exporter.test_connection()).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err("no answer within 15s".to_owned()),
-            },
-        };
+        let timeout = service.exporter_timeout(&id).unwrap_or(Duration::from_secs(10));
+        let test = tokio::spawn(async move {
+            let exporter = built?;
+            match tokio::time::timeout(timeout, exporter.test_connection()).await {
+                Ok(answer) => answer.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {timeout:?} (the exporter's timeout)")),
+            }
+        });
+        tests.push((id, test));
+    }
+    for (id, test) in tests {
+        let outcome = test.await.unwrap_or_else(|e| Err(format!("the test stopped unexpectedly: {e}")));
         match outcome {
-            Ok(detail) => println!("{id}: ok ({detail})"),
+            Ok(detail) => print_out(&format!("{id}: ok ({detail})\n")),
             Err(e) => {
                 all_ok = false;
-                println!("{id}: FAILED: {e}");
+                print_out(&format!("{id}: FAILED: {e}\n"));
             }
         }
     }

@@ -213,7 +213,21 @@ fn several_config_files_merge_in_order() {
 
 #[test]
 fn shipped_pipelines_validate() {
-    for name in ["quickstart.yaml", "otlp-collector.yaml", "axiom.yaml"] {
+    // Every file in pipelines/, so a new one is checked without anyone listing it here.
+    let mut names: Vec<String> = std::fs::read_dir(repo_root().join("pipelines"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        // These load plugins, which tests/plugins.rs builds and then validates them with.
+        .filter(|n| !["webhook.yaml", "jsonl.yaml"].contains(&n.as_str()))
+        .collect();
+    names.sort();
+    for must in
+        ["quickstart.yaml", "otlp-collector.yaml", "axiom.yaml", "ramp.yaml", "raindrop.yaml", "broadcast-all.yaml"]
+    {
+        assert!(names.iter().any(|n| n == must), "pipelines/{must} is missing: {names:?}");
+    }
+    for name in &names {
         let path = repo_root().join("pipelines").join(name);
         let out = Command::new(gencol_bin())
             .arg("validate")
@@ -221,6 +235,8 @@ fn shipped_pipelines_validate() {
             .arg(&path)
             .env("AXIOM_TOKEN", "xaat-test")
             .env("AXIOM_DATASET", "test")
+            .env("RAMP_API_KEY", "rk-test")
+            .env("RAINDROP_WRITE_KEY", "rd-test")
             .output()
             .unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));

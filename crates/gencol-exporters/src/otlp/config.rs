@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use gencol_config::{Diagnostic, Located, Node};
 use serde::Deserialize;
 
-use crate::http::{OtlpHttpSettings, check_headers};
+use crate::http::{OtlpHttpSettings, check_headers, parse_http_url};
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -58,11 +58,5 @@ impl OtlpExporterSettings {
 
 /// An `http(s)://host[:port]/path` URL.
 pub fn parse_endpoint(s: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(s).map_err(|e| {
-        format!("endpoint `{s}` is not a URL ({e}): write the full traces URL, e.g. http://127.0.0.1:4318/v1/traces")
-    })?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!("endpoint `{s}` must be an http:// or https:// URL with a host"));
-    }
-    Ok(url)
+    parse_http_url("endpoint", s, "write the full traces URL, e.g. http://127.0.0.1:4318/v1/traces")
 }

@@ -40,8 +40,7 @@ struct OtlpExporterConfig {
 
 impl ExporterConfig for OtlpExporterConfig {
     fn target_addr(&self) -> Option<String> {
-        let u = &self.http.endpoint;
-        Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?))
+        self.http.target_addr()
     }
     fn build(&self, id: &ComponentId) -> Result<Arc<dyn Exporter>, String> {
         Ok(Arc::new(OtlpExporter { sender: OtlpHttpSender::new(&id.to_string(), &self.http)? }))

@@ -38,6 +38,13 @@ impl Gencol {
     }
 
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gencol {
+        Self::start_configs(&[], yaml, &[], env)
+    }
+
+    /// `gencol run ARGS... --config FILE... --config <yaml>`: the `files` (e.g. a shipped
+    /// pipeline) first, then `yaml` (ports filled in as in [`Gencol::start`]) merged over
+    /// them, so a test can run `pipelines/*.yaml` on free ports with short windows.
+    pub fn start_configs(files: &[&Path], yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Gencol {
         let generations_port = free_port();
         let otlp_port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -48,7 +55,11 @@ impl Gencol {
         let stdout = std::fs::File::create(dir.path().join("stdout.log")).expect("stdout log");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
         let mut cmd = Command::new(gencol_bin());
-        cmd.arg("run").arg("--config").arg(&config).stdout(stdout).stderr(stderr).env_remove("RUST_LOG");
+        cmd.arg("run").args(args);
+        for file in files {
+            cmd.arg("--config").arg(file);
+        }
+        cmd.arg("--config").arg(&config).stdout(stdout).stderr(stderr).env_remove("RUST_LOG");
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -1,0 +1,141 @@
+//! End to end: the shipped `pipelines/broadcast-all.yaml` fans one generation out to an
+//! OTLP backend, Ramp and Raindrop (each a test destination on 127.0.0.1). Everyone gets
+//! it; only Raindrop, in privacy mode, gets it without content; no key reaches a log.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use gencol_testkit::{OtlpSink, RaindropSink, ReceivedSpan, SinkOptions};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(15);
+const OTLP_AUTH: &str = "Bearer otlp-Tok3n-abcdef";
+const RAMP_KEY: &str = "rk_live_Broadcast4242";
+const RAINDROP_KEY: &str = "rd_write_Broadcast8888";
+const CONTENT_KEYS: [&str; 4] =
+    ["gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.prompt", "gen_ai.completion"];
+
+fn pipeline() -> PathBuf {
+    repo_root().join("pipelines/broadcast-all.yaml")
+}
+
+struct Destinations {
+    otlp: OtlpSink,
+    ramp: OtlpSink,
+    raindrop: RaindropSink,
+}
+
+impl Destinations {
+    async fn start() -> Destinations {
+        Destinations {
+            otlp: OtlpSink::start_with(SinkOptions::default().expect_header("authorization", OTLP_AUTH)).await.unwrap(),
+            ramp: OtlpSink::start_with(SinkOptions::ramp(RAMP_KEY)).await.unwrap(),
+            raindrop: RaindropSink::start(RAINDROP_KEY).await.unwrap(),
+        }
+    }
+
+    /// The variables the pipeline's header comment tells users to set.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("OTLP_ENDPOINT", self.otlp.url()),
+            ("OTLP_AUTH", OTLP_AUTH.to_owned()),
+            ("RAMP_API_KEY", RAMP_KEY.to_owned()),
+            ("RAMP_BASE_URL", self.ramp.url()),
+            ("RAINDROP_WRITE_KEY", RAINDROP_KEY.to_owned()),
+            ("RAINDROP_BASE_URL", self.raindrop.url()),
+        ]
+    }
+}
+
+fn assert_no_secret(logs: &str) {
+    for secret in [OTLP_AUTH, "otlp-Tok3n-abcdef", RAMP_KEY, RAINDROP_KEY] {
+        assert!(!logs.contains(secret), "a secret is in the logs:\n{logs}");
+    }
+}
+
+fn generation_span(spans: &[ReceivedSpan]) -> &ReceivedSpan {
+    spans.iter().find(|s| s.span.name == "Analyze Report").unwrap_or_else(|| panic!("no generation span: {spans:#?}"))
+}
+
+#[tokio::test]
+async fn one_generation_reaches_all_three_and_only_raindrop_lacks_content() {
+    let d = Destinations::start().await;
+    let env = d.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let overrides = "receivers:\n  generations:\n    endpoint: 127.0.0.1:{GEN_PORT}\nprocessors:\n  hierarchy:\n    group_window: 300ms\nservice:\n  shutdown_timeout: 5s\n";
+    let mut gencol = Gencol::start_configs(&[&pipeline()], overrides, &["--log-level", "debug"], &env);
+
+    let record = example("ramp-seed.json");
+    let (status, body) = post_json(&gencol.generations_url(), &record).await;
+    assert_eq!((status, body), (202, json!({"accepted": 1, "rejected": []})));
+
+    // OTLP and Ramp: the same span tree, content included.
+    for (name, sink) in [("otlp", &d.otlp), ("ramp", &d.ramp)] {
+        let spans = sink.wait_for_spans(2, WAIT).await;
+        assert_eq!(spans.len(), 2, "{name}: root + generation: {spans:#?}");
+        let g = generation_span(&spans);
+        assert_eq!(g.trace_id_hex(), "a5475f808fa6162b8e6ef2f8c7720f77", "{name}");
+        assert_eq!(g.attr_str("user.id"), Some("user_12345"), "{name}");
+        assert_eq!(g.attr_str("session.id"), Some("session_abc"), "{name}");
+        assert_eq!(g.attr_str("trace.metadata.department"), Some("finance"), "{name}");
+        assert_eq!(g.attr_f64("gen_ai.usage.total_cost"), Some(0.00273), "{name}");
+        for key in CONTENT_KEYS {
+            assert!(g.attr_str(key).is_some(), "{name} gets {key}");
+        }
+    }
+    assert!(d.otlp.requests().iter().all(|r| r.header("authorization") == Some(OTLP_AUTH)));
+    let ramp_auth = format!("Bearer {RAMP_KEY}");
+    assert!(d.ramp.requests().iter().all(|r| r.header("authorization") == Some(ramp_auth.as_str())));
+
+    // Raindrop: one event, usage and metadata, no input or output.
+    let events = d.raindrop.wait_for_events(1, WAIT).await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event = &events[0];
+    assert_eq!(event["event_id"], record["id"]);
+    assert_eq!(event["user_id"], "user_12345");
+    assert_eq!(event["ai_data"]["convo_id"], "session_abc");
+    assert_eq!(event["properties"]["department"], "finance");
+    assert_eq!(event["properties"]["cost_center"], "CC-1234");
+    assert_eq!(event["properties"]["total_cost"], 0.00273);
+    assert_eq!(event["properties"]["prompt_tokens"], 236);
+    assert!(event["ai_data"].get("input").is_none() && event["ai_data"].get("output").is_none(), "{event:#}");
+    let text = event.to_string();
+    assert!(!text.contains("expense auditor") && !text.contains("ER-2026-1147"), "content reached Raindrop: {text}");
+    assert!(
+        d.raindrop.requests().iter().all(|r| r.header("authorization") == Some(&*format!("Bearer {RAINDROP_KEY}")))
+    );
+
+    assert!(gencol.stop(), "{}", gencol.stderr());
+    assert_no_secret(&format!("{}\n{}", gencol.stdout(), gencol.stderr()));
+}
+
+#[tokio::test]
+async fn test_connection_passes_for_all_three() {
+    let d = Destinations::start().await;
+    let env = d.env();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(gencol_bin());
+        cmd.arg("test-connection").arg("--config").arg(pipeline()).env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for (line, id) in lines.iter().zip(["otlp/collector", "raindrop", "ramp"]) {
+        assert!(line.starts_with(&format!("{id}: ok (")), "{stdout}");
+    }
+    assert_eq!(d.otlp.requests()[0].header("x-test-connection"), Some("true"));
+    assert_eq!(d.ramp.requests()[0].header("x-test-connection"), Some("true"));
+    assert_eq!(d.raindrop.requests()[0].header("x-test-connection"), Some("true"));
+    assert_no_secret(&format!("{stdout}{stderr}"));
+}
