@@ -124,27 +124,14 @@ impl OtlpHttpSender {
         if test {
             request = request.header("x-test-connection", "true");
         }
-        let response = request.body(Bytes::from(body)).send().await.map_err(|e| {
-            // reqwest errors name the full URL (query included); show the redacted one.
-            ExportError::retryable(format!("cannot reach {}: {}", self.shown_endpoint, error_chain(&e.without_url())))
-        })?;
-        let status = response.status();
-        let retry_after =
-            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-        let content_type =
-            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        let body = response.bytes().await.unwrap_or_default();
-        if status.is_success() {
-            self.log_partial_success(&content_type, &body);
-            return Ok(format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("")).trim().to_owned());
+        let answer = send_once(request.body(Bytes::from(body)), &self.shown_endpoint).await?;
+        if answer.status.is_success() {
+            self.log_partial_success(&answer.content_type, &answer.body);
+            return Ok(answer.status_line());
         }
-        // Status first: `test-connection` prints this as `FAILED: <status> <excerpt>`.
-        let excerpt = mask_secrets(excerpt(&body), &self.secrets);
-        let message = format!("{} {excerpt} (from {})", status.as_u16(), self.shown_endpoint);
-        match status.as_u16() {
-            429 | 502 | 503 | 504 => Err(ExportError::Retryable { message, retry_after }),
-            _ => Err(ExportError::permanent(message)),
-        }
+        // OTLP/HTTP: only these are worth sending again; a 500 means the data is at fault.
+        let retryable = matches!(answer.status.as_u16(), 429 | 502 | 503 | 504);
+        Err(answer.into_error(retryable, &self.shown_endpoint, &self.secrets))
     }
 
     /// A 200 may still say some spans were rejected; that is logged, never retried.
@@ -164,6 +151,50 @@ impl OtlpHttpSender {
             tracing::warn!(exporter = %self.exporter, rejected_spans = p.rejected_spans, "destination accepted the batch partially: {message}");
         }
     }
+}
+
+/// One HTTP answer, read whole.
+pub(crate) struct HttpAnswer {
+    pub status: reqwest::StatusCode,
+    pub retry_after: Option<Duration>,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+impl HttpAnswer {
+    /// `200 OK`, for `test-connection`.
+    pub fn status_line(&self) -> String {
+        format!("{} {}", self.status.as_u16(), self.status.canonical_reason().unwrap_or("")).trim().to_owned()
+    }
+
+    /// A failed answer as an export error. Status first: `test-connection` prints it as
+    /// `FAILED: <status> <excerpt>`; secrets the destination echoes are masked.
+    pub fn into_error(self, retryable: bool, shown_endpoint: &str, secrets: &[String]) -> ExportError {
+        let excerpt = mask_secrets(excerpt(&self.body), secrets);
+        let message = format!("{} {excerpt} (from {shown_endpoint})", self.status.as_u16());
+        if retryable {
+            ExportError::Retryable { message, retry_after: self.retry_after }
+        } else {
+            ExportError::permanent(message)
+        }
+    }
+}
+
+/// Sends a request once and reads the answer. Not reaching the destination is retryable;
+/// the message names only the redacted endpoint, since reqwest's names the full URL.
+pub(crate) async fn send_once(
+    request: reqwest::RequestBuilder,
+    shown_endpoint: &str,
+) -> Result<HttpAnswer, ExportError> {
+    let response = request.send().await.map_err(|e| {
+        ExportError::retryable(format!("cannot reach {shown_endpoint}: {}", error_chain(&e.without_url())))
+    })?;
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let retry_after = header("retry-after").as_deref().and_then(parse_retry_after);
+    let content_type = header("content-type").unwrap_or_default();
+    let status = response.status();
+    let body = response.bytes().await.unwrap_or_default();
+    Ok(HttpAnswer { status, retry_after, content_type, body })
 }
 
 fn gzip(body: &[u8]) -> Vec<u8> {

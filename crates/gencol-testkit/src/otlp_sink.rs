@@ -399,24 +399,13 @@ impl OtlpSink {
     /// Waits until at least `n` requests have been received and answered (any outcome other
     /// than pending), or `timeout` passed; returns all requests either way.
     pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Vec<ReceivedRequest> {
-        let found = self
-            .inner
-            .journal
-            .wait_until(timeout, |requests| {
-                let done = requests.iter().filter(|r| r.answer.is_final()).count();
-                (done >= n).then(|| requests.to_vec())
-            })
-            .await;
-        found.unwrap_or_else(|| self.requests())
+        self.inner.journal.wait_for_answered(n, timeout).await
     }
 
     /// Waits for the `index`-th request (0-based, arrival order) to be answered; `None` if it
     /// has not been by `timeout`. Lets a printer or a test follow requests one by one.
     pub async fn wait_for_request(&self, index: usize, timeout: Duration) -> Option<ReceivedRequest> {
-        self.inner
-            .journal
-            .wait_until(timeout, |requests| requests.get(index).filter(|r| r.answer.is_final()).cloned())
-            .await
+        self.inner.journal.wait_for_index(index, timeout).await
     }
 
     /// Stops the server; same as dropping the sink, spelled out for readability in tests.
@@ -649,4 +638,10 @@ async fn handle(inner: Arc<Inner>, req: ReadRequest) -> Reply {
     };
     guard.finish(reply.outcome());
     reply
+}
+
+impl crate::server::Answered for ReceivedRequest {
+    fn outcome(&self) -> &Outcome {
+        &self.answer
+    }
 }

@@ -310,6 +310,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Everything an endpoint has received, with a change signal so tests can wait for
 /// "n requests" or "n spans" instead of sleeping.
+/// A recorded request that carries the answer it got.
+pub(crate) trait Answered {
+    fn outcome(&self) -> &Outcome;
+}
+
 #[derive(Debug)]
 pub(crate) struct Journal<T> {
     entries: Mutex<Vec<T>>,
@@ -358,6 +363,30 @@ impl<T: Clone> Journal<T> {
                 _ => return check(&lock(&self.entries)),
             }
         }
+    }
+
+    /// Waits until at least `n` requests were answered (any final outcome), or `timeout`
+    /// passed; returns all requests either way.
+    pub async fn wait_for_answered(&self, n: usize, timeout: Duration) -> Vec<T>
+    where
+        T: Answered,
+    {
+        let found = self
+            .wait_until(timeout, |requests| {
+                let done = requests.iter().filter(|r| r.outcome().is_final()).count();
+                (done >= n).then(|| requests.to_vec())
+            })
+            .await;
+        found.unwrap_or_else(|| self.snapshot())
+    }
+
+    /// Waits for the `index`-th request (0-based, arrival order) to be answered; `None` if
+    /// it has not been by `timeout`.
+    pub async fn wait_for_index(&self, index: usize, timeout: Duration) -> Option<T>
+    where
+        T: Answered,
+    {
+        self.wait_until(timeout, |requests| requests.get(index).filter(|r| r.outcome().is_final()).cloned()).await
     }
 }
 

@@ -9,7 +9,7 @@ use gencol_engine::ExportError;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 
 use super::config::RaindropSettings;
-use crate::http::{error_chain, excerpt, mask_secrets, parse_retry_after, redacted_url};
+use crate::http::{redacted_url, send_once};
 
 /// Posts event batches to `{base_url}/v1/events/track` over a pooled keep-alive client.
 pub struct EventsClient {
@@ -59,25 +59,12 @@ impl EventsClient {
         if test {
             request = request.header("x-test-connection", "true");
         }
-        let response = request.body(Bytes::from(body)).send().await.map_err(|e| {
-            // reqwest errors name the full URL; show the redacted one.
-            ExportError::retryable(format!("cannot reach {}: {}", self.shown_endpoint, error_chain(&e.without_url())))
-        })?;
-        let status = response.status();
-        let retry_after =
-            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-        let body = response.bytes().await.unwrap_or_default();
-        if status.is_success() {
-            return Ok(format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("")).trim().to_owned());
+        let answer = send_once(request.body(Bytes::from(body)), &self.shown_endpoint).await?;
+        if answer.status.is_success() {
+            return Ok(answer.status_line());
         }
-        // Status first, the shape every exporter's messages share: `test-connection` prints
-        // it as `FAILED: <status> <excerpt>`, delivery logs it with the batch.
-        let excerpt = mask_secrets(excerpt(&body), &self.secrets);
-        let message = format!("{} {excerpt} (from {})", status.as_u16(), self.shown_endpoint);
-        if status.as_u16() == 429 || status.is_server_error() {
-            Err(ExportError::Retryable { message, retry_after })
-        } else {
-            Err(ExportError::permanent(message))
-        }
+        // RAINDROP.md: 429 and every 5xx are retried; other 4xx are permanent.
+        let retryable = answer.status.as_u16() == 429 || answer.status.is_server_error();
+        Err(answer.into_error(retryable, &self.shown_endpoint, &self.secrets))
     }
 }
