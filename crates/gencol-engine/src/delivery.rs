@@ -258,12 +258,14 @@ pub(crate) async fn run_exporter(
     let in_flight = Arc::new(Semaphore::new(settings.queue.consumers.max(1)));
     let mut sends = JoinSet::new();
     loop {
+        // A send slot first, then the batch: while every slot is busy, spans gather in
+        // the queue and go out together, instead of being taken early in small batches.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
         let batch = tokio::select! {
             b = queue.pop(MAX_BATCH_SPANS) => b,
             _ = stop.cancelled() => None,
         };
         let Some(batch) = batch else { break };
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
         let (id, exporter, settings, stats, stop) =
             (id.clone(), exporter.clone(), settings.clone(), stats.clone(), stop.clone());
         sends.spawn(async move {

@@ -7,12 +7,13 @@
 //! may carry a secret: the endpoint is shown without userinfo or query (a user may put
 //! a key there), and header values are masked if the destination echoes them back.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
-use flate2::Compression as GzLevel;
 use flate2::write::GzEncoder;
+use flate2::{Compress, Compression as GzLevel, FlushCompress, Status};
 use gencol_engine::ExportError;
 use gencol_model::SpanItem;
 use gencol_model::otlp;
@@ -103,15 +104,21 @@ impl OtlpHttpSender {
         })
     }
 
-    /// Encodes and sends a batch of spans once.
+    /// Encodes and sends a batch of spans once, straight from the items (no copy of
+    /// the spans: a batch is sent again on retry, so it is only ever borrowed).
     pub async fn send_items(&self, batch: &[SpanItem]) -> Result<(), ExportError> {
-        self.send(&otlp::to_request(batch), false).await.map(|_| ())
+        let body = if self.protobuf { otlp::encode_items_proto(batch) } else { otlp::encode_items_json(batch) };
+        self.send_body(body, false).await.map(|_| ())
     }
 
     /// Encodes and sends one request once. `test` marks it `X-Test-Connection: true`.
     /// Returns the status line on success.
     pub async fn send(&self, req: &ExportTraceServiceRequest, test: bool) -> Result<String, ExportError> {
         let body = if self.protobuf { otlp::encode_proto(req) } else { otlp::encode_json(req) };
+        self.send_body(body, test).await
+    }
+
+    async fn send_body(&self, body: Vec<u8>, test: bool) -> Result<String, ExportError> {
         let body = if self.gzip { gzip(&body) } else { body };
         let mut request = self
             .client
@@ -197,8 +204,34 @@ pub(crate) async fn send_once(
     Ok(HttpAnswer { status, retry_after, content_type, body })
 }
 
+/// gzip at the fastest level, with one compressor per thread reset between bodies:
+/// setting a deflate state up allocates and clears a few hundred KiB, which for an
+/// export of a handful of spans costs as much as compressing them.
 fn gzip(body: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 4 + 64), GzLevel::fast());
+    thread_local! {
+        static GZIP: RefCell<Compress> = RefCell::new(Compress::new_gzip(GzLevel::fast(), 15));
+    }
+    GZIP.with_borrow_mut(|gz| {
+        gz.reset();
+        let mut out = Vec::with_capacity(body.len() / 3 + 64);
+        loop {
+            let consumed = usize::try_from(gz.total_in()).unwrap_or(body.len()).min(body.len());
+            match gz.compress_vec(&body[consumed..], &mut out, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) => return out,
+                Ok(_) => out.reserve(out.capacity().max(64)),
+                // Deflating a byte slice into a Vec has no failure mode; if the library
+                // ever reports one, the stream is started afresh with a new compressor.
+                Err(_) => {
+                    *gz = Compress::new_gzip(GzLevel::fast(), 15);
+                    return gzip_once(body);
+                }
+            }
+        }
+    })
+}
+
+fn gzip_once(body: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 3 + 64), GzLevel::fast());
     // Writing into a Vec cannot fail.
     let _ = enc.write_all(body);
     enc.finish().unwrap_or_default()
@@ -322,6 +355,17 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_reuses_its_compressor_and_stays_valid() {
+        use std::io::Read;
+        let large: Vec<u8> = (0..300_000u32).flat_map(|i| (i * 7919 % 251).to_le_bytes()).collect();
+        for body in [&b""[..], b"{\"resourceSpans\":[]}", &large, b"again, after a large one"] {
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(&gzip(body)[..]).read_to_end(&mut plain).expect("valid gzip");
+            assert_eq!(plain, body);
+        }
+    }
 
     #[test]
     fn retry_after_seconds_and_dates() {

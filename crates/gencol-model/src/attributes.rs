@@ -108,7 +108,7 @@ pub fn from_json(value: &serde_json::Value) -> Value {
     {
         return Value::ArrayValue(ArrayValue { values });
     }
-    Value::StringValue(value.to_string())
+    Value::StringValue(crate::content::json_text(value))
 }
 
 /// Removes prompt and completion content (`privacy_mode`, `drop_content`).

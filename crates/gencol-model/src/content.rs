@@ -6,6 +6,14 @@ use serde_json::{Map, Value, json};
 
 use crate::generation::{Request, Response};
 
+/// Compact JSON text of `value`. Serialising into a byte buffer directly is several times
+/// faster than going through `Display` (`Value::to_string`), and this runs on every
+/// prompt and completion.
+pub(crate) fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    // JSON values and plain data always serialise.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
 /// `gen_ai.input.messages` for the request, when it has content.
 pub fn input_messages(req: &Request) -> Option<Value> {
     if let Some(messages) = &req.messages {
@@ -30,11 +38,11 @@ pub fn system_instructions(req: &Request) -> Option<Value> {
 /// messages/input as JSON text.
 pub fn legacy_prompt(req: &Request) -> Option<String> {
     if let Some(m) = &req.messages {
-        return Some(Value::Array(m.clone()).to_string());
+        return Some(json_text(m));
     }
     match req.prompt.as_ref().or(req.input.as_ref())? {
         Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+        other => Some(json_text(other)),
     }
 }
 
@@ -115,7 +123,7 @@ fn text_parts_of(v: &Value) -> Vec<Value> {
         Value::String(s) => vec![text_part(s)],
         Value::Array(items) => items.iter().flat_map(text_parts_of).collect(),
         Value::Null => vec![],
-        other => vec![text_part(&other.to_string())],
+        other => vec![text_part(&json_text(other))],
     }
 }
 

@@ -216,13 +216,13 @@ fn generation_attributes(g: &Generation) -> Vec<KeyValue> {
     a.push(attr::int("gen_ai.latency_ms", ((g.completed_at.0 - g.created_at.0) / 1_000_000) as i64));
 
     if let Some(m) = content::input_messages(req) {
-        a.push(attr::string("gen_ai.input.messages", m.to_string()));
+        a.push(attr::string("gen_ai.input.messages", content::json_text(&m)));
     }
     if let Some(m) = content::system_instructions(req) {
-        a.push(attr::string("gen_ai.system_instructions", m.to_string()));
+        a.push(attr::string("gen_ai.system_instructions", content::json_text(&m)));
     }
     if let Some(m) = resp.and_then(content::output_messages) {
-        a.push(attr::string("gen_ai.output.messages", m.to_string()));
+        a.push(attr::string("gen_ai.output.messages", content::json_text(&m)));
     }
     if let Some(p) = content::legacy_prompt(req) {
         a.push(attr::string("gen_ai.prompt", p));
@@ -231,7 +231,7 @@ fn generation_attributes(g: &Generation) -> Vec<KeyValue> {
         a.push(attr::string("gen_ai.completion", c));
     }
     if let Some(tools) = &req.tools {
-        a.push(attr::string("gen_ai.tool.definitions", Value::Array(tools.clone()).to_string()));
+        a.push(attr::string("gen_ai.tool.definitions", content::json_text(tools)));
     }
 
     if let Some(err) = &g.error {

@@ -262,10 +262,12 @@ impl Masker {
         let Some(prefilter) = &self.prefilter else {
             return Cow::Borrowed(text);
         };
-        let hits = prefilter.matches(text);
-        if !hits.matched_any() {
+        // A yes/no scan first: it may stop early and skips the overlapping-match
+        // bookkeeping, and "no" is the answer for nearly every string.
+        if !prefilter.is_match(text) {
             return Cow::Borrowed(text);
         }
+        let hits = prefilter.matches(text);
 
         // Sorted, disjoint regions already decided: `Some(label)` to replace, `None` for a
         // marker that was in the input and stays as it is.

@@ -1,0 +1,657 @@
+//! OTLP/JSON written and read by hand-picked code instead of the proto types' serde
+//! derives, because those sit on every span's path and are slow where it hurts: every
+//! attribute value is `#[serde(flatten)]`, which makes serde buffer each value (prompt
+//! and completion text included) into an intermediate tree and copy it again, on the
+//! way in and on the way out.
+//!
+//! The output means exactly what the serde encoding means (hex ids, camelCase keys,
+//! enums as integers, 64-bit integers as strings, compact); it leaves out fields that
+//! hold their default value, as the OTLP/JSON spec allows and as the OpenTelemetry
+//! Collector does, so any OTLP/JSON reader decodes it to the same spans. The reader
+//! accepts exactly what the derives accept, with the same field rules (unknown keys
+//! ignored, missing fields defaulted, ids hex with an optional `0x`, 64-bit integers as
+//! strings or numbers). The tests below hold both to the serde encoding.
+
+use std::fmt;
+use std::io::Write;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, any_value::Value,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use super::Group;
+
+// ---------------------------------------------------------------------------------------
+// Writing
+
+/// Appends the export request holding `groups` to `out`.
+pub(super) fn write_request(out: &mut Vec<u8>, groups: &[Group<'_>]) {
+    out.extend_from_slice(b"{\"resourceSpans\":[");
+    for (i, g) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        let mut f = Fields::new(out);
+        if let Some(r) = g.resource {
+            f.key(b"resource");
+            write_resource(f.out, r);
+        }
+        f.key(b"scopeSpans");
+        f.out.push(b'[');
+        for (j, s) in g.scopes.iter().enumerate() {
+            if j > 0 {
+                f.out.push(b',');
+            }
+            f.out.push(b'{');
+            let mut sf = Fields::new(f.out);
+            if let Some(scope) = s.scope {
+                sf.key(b"scope");
+                write_scope(sf.out, scope);
+            }
+            sf.key(b"spans");
+            sf.out.push(b'[');
+            for (k, span) in s.spans.iter().enumerate() {
+                if k > 0 {
+                    sf.out.push(b',');
+                }
+                write_span(sf.out, span);
+            }
+            sf.out.push(b']');
+            sf.string_if_set(b"schemaUrl", s.schema_url);
+            sf.out.push(b'}');
+        }
+        f.out.push(b']');
+        f.string_if_set(b"schemaUrl", g.schema_url);
+        f.out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// Writes the members of one JSON object, commas between them.
+struct Fields<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        Fields { out, first: true }
+    }
+
+    /// `"name":`, with the comma before it when needed.
+    fn key(&mut self, name: &[u8]) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(name);
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn string_if_set(&mut self, name: &[u8], value: &str) {
+        if !value.is_empty() {
+            self.key(name);
+            write_str(self.out, value);
+        }
+    }
+
+    fn hex_if_set(&mut self, name: &[u8], bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.key(name);
+            write_hex(self.out, bytes);
+        }
+    }
+
+    fn number_if_set(&mut self, name: &[u8], value: i64) {
+        if value != 0 {
+            self.key(name);
+            write_display(self.out, value);
+        }
+    }
+
+    /// 64-bit integers are strings in OTLP/JSON, so JavaScript readers keep every digit.
+    fn u64_if_set(&mut self, name: &[u8], value: u64) {
+        if value != 0 {
+            self.key(name);
+            self.out.push(b'"');
+            write_display(self.out, value);
+            self.out.push(b'"');
+        }
+    }
+
+    fn attributes_if_set(&mut self, attributes: &[KeyValue]) {
+        if !attributes.is_empty() {
+            self.key(b"attributes");
+            write_key_values(self.out, attributes);
+        }
+    }
+}
+
+fn write_resource(out: &mut Vec<u8>, r: &Resource) {
+    out.push(b'{');
+    let mut f = Fields::new(out);
+    f.attributes_if_set(&r.attributes);
+    f.number_if_set(b"droppedAttributesCount", i64::from(r.dropped_attributes_count));
+    if !r.entity_refs.is_empty() {
+        f.key(b"entityRefs");
+        write_serde::<[EntityRef]>(f.out, &r.entity_refs);
+    }
+    out.push(b'}');
+}
+
+fn write_scope(out: &mut Vec<u8>, s: &InstrumentationScope) {
+    out.push(b'{');
+    let mut f = Fields::new(out);
+    f.string_if_set(b"name", &s.name);
+    f.string_if_set(b"version", &s.version);
+    f.attributes_if_set(&s.attributes);
+    f.number_if_set(b"droppedAttributesCount", i64::from(s.dropped_attributes_count));
+    out.push(b'}');
+}
+
+fn write_span(out: &mut Vec<u8>, s: &Span) {
+    out.push(b'{');
+    let mut f = Fields::new(out);
+    f.hex_if_set(b"traceId", &s.trace_id);
+    f.hex_if_set(b"spanId", &s.span_id);
+    f.string_if_set(b"traceState", &s.trace_state);
+    f.hex_if_set(b"parentSpanId", &s.parent_span_id);
+    f.number_if_set(b"flags", i64::from(s.flags));
+    f.string_if_set(b"name", &s.name);
+    f.number_if_set(b"kind", i64::from(s.kind));
+    f.u64_if_set(b"startTimeUnixNano", s.start_time_unix_nano);
+    f.u64_if_set(b"endTimeUnixNano", s.end_time_unix_nano);
+    f.attributes_if_set(&s.attributes);
+    f.number_if_set(b"droppedAttributesCount", i64::from(s.dropped_attributes_count));
+    if !s.events.is_empty() {
+        f.key(b"events");
+        f.out.push(b'[');
+        for (i, e) in s.events.iter().enumerate() {
+            if i > 0 {
+                f.out.push(b',');
+            }
+            f.out.push(b'{');
+            let mut ef = Fields::new(f.out);
+            ef.u64_if_set(b"timeUnixNano", e.time_unix_nano);
+            ef.string_if_set(b"name", &e.name);
+            ef.attributes_if_set(&e.attributes);
+            ef.number_if_set(b"droppedAttributesCount", i64::from(e.dropped_attributes_count));
+            f.out.push(b'}');
+        }
+        f.out.push(b']');
+    }
+    f.number_if_set(b"droppedEventsCount", i64::from(s.dropped_events_count));
+    if !s.links.is_empty() {
+        f.key(b"links");
+        f.out.push(b'[');
+        for (i, l) in s.links.iter().enumerate() {
+            if i > 0 {
+                f.out.push(b',');
+            }
+            f.out.push(b'{');
+            let mut lf = Fields::new(f.out);
+            lf.hex_if_set(b"traceId", &l.trace_id);
+            lf.hex_if_set(b"spanId", &l.span_id);
+            lf.string_if_set(b"traceState", &l.trace_state);
+            lf.attributes_if_set(&l.attributes);
+            lf.number_if_set(b"droppedAttributesCount", i64::from(l.dropped_attributes_count));
+            lf.number_if_set(b"flags", i64::from(l.flags));
+            f.out.push(b'}');
+        }
+        f.out.push(b']');
+    }
+    f.number_if_set(b"droppedLinksCount", i64::from(s.dropped_links_count));
+    if let Some(status) = &s.status {
+        f.key(b"status");
+        f.out.push(b'{');
+        let mut sf = Fields::new(f.out);
+        sf.string_if_set(b"message", &status.message);
+        sf.number_if_set(b"code", i64::from(status.code));
+        f.out.push(b'}');
+    }
+    out.push(b'}');
+}
+
+fn write_key_values(out: &mut Vec<u8>, kvs: &[KeyValue]) {
+    out.push(b'[');
+    for (i, kv) in kvs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // `key` is required by readers, even when empty.
+        out.extend_from_slice(b"{\"key\":");
+        write_str(out, &kv.key);
+        if let Some(v) = &kv.value {
+            out.extend_from_slice(b",\"value\":");
+            write_any_value(out, v);
+        }
+        if kv.key_strindex != 0 {
+            out.extend_from_slice(b",\"keyStrindex\":");
+            write_display(out, kv.key_strindex);
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+fn write_any_value(out: &mut Vec<u8>, v: &AnyValue) {
+    match &v.value {
+        None => out.extend_from_slice(b"{}"),
+        Some(Value::StringValue(s)) => {
+            out.extend_from_slice(b"{\"stringValue\":");
+            write_str(out, s);
+            out.push(b'}');
+        }
+        Some(Value::BoolValue(b)) => {
+            out.extend_from_slice(if *b { b"{\"boolValue\":true}" } else { b"{\"boolValue\":false}" });
+        }
+        Some(Value::IntValue(i)) => {
+            out.extend_from_slice(b"{\"intValue\":\"");
+            write_display(out, i);
+            out.extend_from_slice(b"\"}");
+        }
+        Some(Value::DoubleValue(d)) => {
+            out.extend_from_slice(b"{\"doubleValue\":");
+            // serde_json's own number form (and `null` for NaN and infinities), so a
+            // double reads back exactly as the serde encoding would give it.
+            write_serde(out, d);
+            out.push(b'}');
+        }
+        Some(Value::ArrayValue(a)) => {
+            out.extend_from_slice(b"{\"arrayValue\":{\"values\":[");
+            for (i, item) in a.values.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_any_value(out, item);
+            }
+            out.extend_from_slice(b"]}}");
+        }
+        Some(Value::KvlistValue(l)) => {
+            out.extend_from_slice(b"{\"kvlistValue\":{\"values\":");
+            write_key_values(out, &l.values);
+            out.extend_from_slice(b"}}");
+        }
+        // Rare in traces: bytes (base64) and profiling string-table references keep the
+        // serde form exactly.
+        Some(Value::BytesValue(_) | Value::StringValueStrindex(_)) => write_serde(out, v),
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    write_serde(out, s);
+}
+
+fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
+    }
+    out.push(b'"');
+}
+
+fn write_display(out: &mut Vec<u8>, n: impl fmt::Display) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{n}");
+}
+
+/// serde_json's own writer, for string escapes and number forms.
+fn write_serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Serialising plain values into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, value);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading
+
+/// Decodes OTLP/JSON into the proto types.
+pub(super) fn read_request(body: &[u8]) -> Result<ExportTraceServiceRequest, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let req = RequestDef::deserialize(&mut de)?;
+    de.end()?;
+    Ok(req)
+}
+
+/// `Vec<T>` of a remote-derived type, which serde cannot compose by itself.
+macro_rules! remote_vec {
+    ($name:ident, $ty:ty, $def:literal) => {
+        fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<$ty>, D::Error> {
+            #[derive(Deserialize)]
+            struct W(#[serde(with = $def)] $ty);
+            Ok(Vec::<W>::deserialize(d)?.into_iter().map(|w| w.0).collect())
+        }
+    };
+}
+
+/// `Option<T>` of a remote-derived type.
+macro_rules! remote_opt {
+    ($name:ident, $ty:ty, $def:literal) => {
+        fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<$ty>, D::Error> {
+            #[derive(Deserialize)]
+            struct W(#[serde(with = $def)] $ty);
+            Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
+        }
+    };
+}
+
+remote_vec!(resource_spans_vec, ResourceSpans, "ResourceSpansDef");
+remote_opt!(resource_opt, Resource, "ResourceDef");
+remote_vec!(scope_spans_vec, ScopeSpans, "ScopeSpansDef");
+remote_opt!(scope_opt, InstrumentationScope, "ScopeDef");
+remote_vec!(span_vec, Span, "SpanDef");
+remote_vec!(event_vec, Event, "EventDef");
+remote_vec!(link_vec, Link, "LinkDef");
+remote_vec!(key_value_vec, KeyValue, "KeyValueDef");
+
+#[derive(Deserialize)]
+struct ArrayDe(#[serde(with = "ArrayValueDef")] ArrayValue);
+
+#[derive(Deserialize)]
+struct KvlistDe(#[serde(with = "KeyValueListDef")] KeyValueList);
+
+// The field lists below repeat the proto types' serde attributes for reading:
+// camelCase, every field defaulted (the types are `#[serde(default)]`) except where
+// noted, ids hex, 64-bit times as strings or numbers.
+
+#[derive(Deserialize)]
+#[serde(remote = "ExportTraceServiceRequest", rename_all = "camelCase")]
+struct RequestDef {
+    #[serde(default, deserialize_with = "resource_spans_vec")]
+    resource_spans: Vec<ResourceSpans>,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "ResourceSpans", rename_all = "camelCase")]
+struct ResourceSpansDef {
+    #[serde(default, deserialize_with = "resource_opt")]
+    resource: Option<Resource>,
+    #[serde(default, deserialize_with = "scope_spans_vec")]
+    scope_spans: Vec<ScopeSpans>,
+    #[serde(default)]
+    schema_url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "Resource", rename_all = "camelCase")]
+struct ResourceDef {
+    #[serde(default, deserialize_with = "key_value_vec")]
+    attributes: Vec<KeyValue>,
+    #[serde(default)]
+    dropped_attributes_count: u32,
+    #[serde(default)]
+    entity_refs: Vec<EntityRef>,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "ScopeSpans", rename_all = "camelCase")]
+struct ScopeSpansDef {
+    #[serde(default, deserialize_with = "scope_opt")]
+    scope: Option<InstrumentationScope>,
+    #[serde(default, deserialize_with = "span_vec")]
+    spans: Vec<Span>,
+    #[serde(default)]
+    schema_url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "InstrumentationScope", rename_all = "camelCase")]
+struct ScopeDef {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default, deserialize_with = "key_value_vec")]
+    attributes: Vec<KeyValue>,
+    #[serde(default)]
+    dropped_attributes_count: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "Span", rename_all = "camelCase")]
+struct SpanDef {
+    #[serde(default, deserialize_with = "hex_bytes")]
+    trace_id: Vec<u8>,
+    #[serde(default, deserialize_with = "hex_bytes")]
+    span_id: Vec<u8>,
+    #[serde(default)]
+    trace_state: String,
+    #[serde(default, deserialize_with = "hex_bytes")]
+    parent_span_id: Vec<u8>,
+    #[serde(default)]
+    flags: u32,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    kind: i32,
+    #[serde(default, deserialize_with = "u64_text_or_number")]
+    start_time_unix_nano: u64,
+    #[serde(default, deserialize_with = "u64_text_or_number")]
+    end_time_unix_nano: u64,
+    #[serde(default, deserialize_with = "key_value_vec")]
+    attributes: Vec<KeyValue>,
+    #[serde(default)]
+    dropped_attributes_count: u32,
+    #[serde(default, deserialize_with = "event_vec")]
+    events: Vec<Event>,
+    #[serde(default)]
+    dropped_events_count: u32,
+    #[serde(default, deserialize_with = "link_vec")]
+    links: Vec<Link>,
+    #[serde(default)]
+    dropped_links_count: u32,
+    // Status holds no attribute, so its own derive is already direct.
+    #[serde(default)]
+    status: Option<Status>,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "Event", rename_all = "camelCase")]
+struct EventDef {
+    #[serde(default, deserialize_with = "u64_text_or_number")]
+    time_unix_nano: u64,
+    #[serde(default)]
+    name: String,
+    #[serde(default, deserialize_with = "key_value_vec")]
+    attributes: Vec<KeyValue>,
+    #[serde(default)]
+    dropped_attributes_count: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "Link", rename_all = "camelCase")]
+struct LinkDef {
+    #[serde(default, deserialize_with = "hex_bytes")]
+    trace_id: Vec<u8>,
+    #[serde(default, deserialize_with = "hex_bytes")]
+    span_id: Vec<u8>,
+    #[serde(default)]
+    trace_state: String,
+    #[serde(default, deserialize_with = "key_value_vec")]
+    attributes: Vec<KeyValue>,
+    #[serde(default)]
+    dropped_attributes_count: u32,
+    #[serde(default)]
+    flags: u32,
+}
+
+/// `key` is required, as in the proto type (which is not `#[serde(default)]`).
+#[derive(Deserialize)]
+#[serde(remote = "KeyValue", rename_all = "camelCase")]
+struct KeyValueDef {
+    key: String,
+    #[serde(default, deserialize_with = "any_value_opt")]
+    value: Option<AnyValue>,
+    #[serde(default)]
+    key_strindex: i32,
+}
+
+/// `values` is required, as in the proto type.
+#[derive(Deserialize)]
+#[serde(remote = "ArrayValue", rename_all = "camelCase")]
+struct ArrayValueDef {
+    #[serde(deserialize_with = "any_value_vec")]
+    values: Vec<AnyValue>,
+}
+
+/// `values` is required, as in the proto type.
+#[derive(Deserialize)]
+#[serde(remote = "KeyValueList", rename_all = "camelCase")]
+struct KeyValueListDef {
+    #[serde(deserialize_with = "key_value_vec")]
+    values: Vec<KeyValue>,
+}
+
+fn any_value_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AnyValue>, D::Error> {
+    Ok(Option::<AnyValueDe>::deserialize(d)?.map(|v| v.0))
+}
+
+fn any_value_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AnyValue>, D::Error> {
+    Ok(Vec::<AnyValueDe>::deserialize(d)?.into_iter().map(|v| v.0).collect())
+}
+
+/// An attribute value read straight from its object: `{"stringValue": "..."}` and the
+/// like. Same rules as the proto type's reader: the last known key wins, unknown keys
+/// and `null` values are skipped, `{}` is an empty value, `intValue` is a number or a
+/// string.
+struct AnyValueDe(AnyValue);
+
+impl<'de> Deserialize<'de> for AnyValueDe {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(AnyValueVisitor)
+    }
+}
+
+struct AnyValueVisitor;
+
+impl<'de> Visitor<'de> for AnyValueVisitor {
+    type Value = AnyValueDe;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object for AnyValue")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyValueDe, A::Error> {
+        let mut value = None;
+        while let Some(key) = map.next_key::<KeyName>()? {
+            let next = match key.0.as_ref() {
+                "stringValue" => map.next_value::<Option<String>>()?.map(Value::StringValue),
+                "boolValue" => map.next_value::<Option<bool>>()?.map(Value::BoolValue),
+                "intValue" => map.next_value::<Option<IntValue>>()?.map(|i| Value::IntValue(i.0)),
+                "doubleValue" => map.next_value::<Option<f64>>()?.map(Value::DoubleValue),
+                "arrayValue" => map.next_value::<Option<ArrayDe>>()?.map(|a| Value::ArrayValue(a.0)),
+                "kvlistValue" => map.next_value::<Option<KvlistDe>>()?.map(|l| Value::KvlistValue(l.0)),
+                "bytesValue" => match map.next_value::<Option<String>>()? {
+                    // base64, decoded by the proto type's own reader so the rules match.
+                    Some(b64) => {
+                        let v = serde_json::from_value::<AnyValue>(serde_json::json!({ "bytesValue": b64 }))
+                            .map_err(de::Error::custom)?;
+                        v.value
+                    }
+                    None => None,
+                },
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    None
+                }
+            };
+            if next.is_some() {
+                value = next;
+            }
+        }
+        Ok(AnyValueDe(AnyValue { value }))
+    }
+}
+
+/// A map key, borrowed when the input allows.
+struct KeyName<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for KeyName<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = KeyName<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(KeyName(v.into()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(KeyName(v.to_owned().into()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `intValue`: a number, or a string holding one.
+struct IntValue(i64);
+
+impl<'de> Deserialize<'de> for IntValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = IntValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer or a string holding one")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<IntValue, E> {
+                Ok(IntValue(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntValue, E> {
+                i64::try_from(v).map(IntValue).map_err(|_| E::custom(format!("{v} is out of range for intValue")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IntValue, E> {
+                v.parse().map(IntValue).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Hex ids: `"4bf92f35…"`, an optional `0x`, either case.
+fn hex_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string representing hex-encoded bytes")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+            let digits = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")).unwrap_or(v);
+            hex::decode(digits).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V)
+}
+
+/// 64-bit times: a string of digits, or a non-negative number.
+fn u64_text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a u64 integer or a string containing a u64 integer")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom(format!("i64 value {v} is out of range for u64")))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            v.parse().map_err(E::custom)
+        }
+    }
+    d.deserialize_any(V)
+}
