@@ -119,7 +119,17 @@ impl OtlpHttpSender {
     }
 
     async fn send_body(&self, body: Vec<u8>, test: bool) -> Result<String, ExportError> {
-        let body = if self.gzip { gzip(&body) } else { body };
+        let body = if !self.gzip {
+            body
+        } else if body.len() <= INLINE_GZIP_LIMIT {
+            gzip(&body)
+        } else {
+            // Compressing a large batch takes milliseconds; on the blocking pool it cannot
+            // hold up the receivers' requests queued on this worker thread meanwhile.
+            tokio::task::spawn_blocking(move || gzip(&body))
+                .await
+                .map_err(|e| ExportError::retryable(format!("compressing the batch failed: {e}")))?
+        };
         let mut request = self
             .client
             .post(self.endpoint.clone())
@@ -203,6 +213,10 @@ pub(crate) async fn send_once(
     let body = response.bytes().await.unwrap_or_default();
     Ok(HttpAnswer { status, retry_after, content_type, body })
 }
+
+/// Bodies up to this size are compressed on the sending task (well under a millisecond);
+/// larger ones on the blocking pool.
+const INLINE_GZIP_LIMIT: usize = 64 * 1024;
 
 /// gzip at the fastest level, with one compressor per thread reset between bodies:
 /// setting a deflate state up allocates and clears a few hundred KiB, which for an

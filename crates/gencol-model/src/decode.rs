@@ -44,14 +44,14 @@ pub fn decode_body(body: &[u8], ndjson: bool) -> Result<DecodedBatch, DecodeErro
     if ndjson {
         let lines = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace));
         for (index, line) in lines.enumerate() {
-            match serde_json::from_slice::<Value>(line) {
+            match parse(line) {
                 Ok(v) => push(&mut out, index, v),
                 Err(e) => out.rejected.push(RecordError { index, error: format!("[{index}]: line is not JSON: {e}") }),
             }
         }
         return Ok(out);
     }
-    match serde_json::from_slice::<Value>(body).map_err(|e| DecodeError::NotJson(e.to_string()))? {
+    match parse(body).map_err(|e| DecodeError::NotJson(e.to_string()))? {
         Value::Array(items) => {
             for (index, v) in items.into_iter().enumerate() {
                 push(&mut out, index, v);
@@ -61,6 +61,15 @@ pub fn decode_body(body: &[u8], ndjson: bool) -> Result<DecodedBatch, DecodeErro
         other => return Err(DecodeError::NotRecords(json_type(&other))),
     }
     Ok(out)
+}
+
+/// Parses JSON with UTF-8 checked once for the whole input instead of string by string;
+/// input that is not UTF-8 is parsed as bytes so the error says where.
+fn parse(bytes: &[u8]) -> serde_json::Result<Value> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
 }
 
 fn push(out: &mut DecodedBatch, index: usize, value: Value) {

@@ -316,7 +316,17 @@ fn write_serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 
 /// Decodes OTLP/JSON into the proto types.
 pub(super) fn read_request(body: &[u8]) -> Result<ExportTraceServiceRequest, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // UTF-8 checked once for the whole body, not string by string; a body that is not
+    // UTF-8 is read as bytes so the error says where.
+    match std::str::from_utf8(body) {
+        Ok(text) => read_from(serde_json::Deserializer::from_str(text)),
+        Err(_) => read_from(serde_json::Deserializer::from_slice(body)),
+    }
+}
+
+fn read_from<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+) -> Result<ExportTraceServiceRequest, serde_json::Error> {
     let req = RequestDef::deserialize(&mut de)?;
     de.end()?;
     Ok(req)
