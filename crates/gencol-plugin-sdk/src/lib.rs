@@ -198,9 +198,10 @@ impl ExporterContext {
 }
 
 /// Exports a plugin: its name, its version and the [`ExporterPlugin`] types it offers.
-/// Call it once, at the root of a `cdylib` crate.
+/// Call it once, at the root of a `cdylib` crate (`plugins/webhook` and `plugins/jsonl`
+/// are complete, tested examples):
 ///
-/// ```ignore
+/// ```text
 /// gencol_plugin_sdk::export_plugin! {
 ///     name: "webhook",
 ///     version: env!("CARGO_PKG_VERSION"),
