@@ -44,21 +44,29 @@ pub struct LoadPlan {
     pub measure: Duration,
 }
 
+/// Requests released in the window but not answered this long after it are counted as
+/// late instead of being waited for: a target that cannot keep up with an open-loop rate
+/// would otherwise stretch the run by its whole backlog and have it counted as served.
+const LATE_AFTER: Duration = Duration::from_secs(2);
+
 /// What the generator saw in the measured window.
 #[derive(Debug, Default)]
 pub struct LoadOutcome {
-    /// 2xx answers to requests due in the window.
+    /// 2xx answers that arrived in the window.
     pub ok: u64,
-    /// Other answers (503 when a target pushes back) in the window.
+    /// Other answers (503 when a target pushes back) that arrived in the window.
     pub refused: u64,
+    /// Requests released in the window and still unanswered [`LATE_AFTER`] after it.
+    pub late: u64,
     /// Requests that got no answer (connection refused or reset), whole run.
     pub errors: u64,
-    /// Records (generations or spans) in 2xx-answered requests, window only.
+    /// Records (generations or spans) in the 2xx answers that arrived in the window.
     pub records_ok: u64,
     /// Records in 2xx-answered requests over the whole run, warmup included.
     pub records_ok_total: u64,
-    /// Nanoseconds from due (open loop) or sent (closed loop) to the full answer, one per
-    /// 2xx request in the window.
+    /// Nanoseconds from release (open loop) or send (closed loop) to the full answer, one
+    /// per 2xx request released in the window; a late request counts with the time it
+    /// had waited when the run stopped, a lower bound.
     pub latencies_ns: Vec<u64>,
 }
 
@@ -69,6 +77,8 @@ struct Run {
     content_type: &'static str,
     window_start: Instant,
     window_end: Instant,
+    /// [`LATE_AFTER`] past the window: nothing is sent or waited for after it.
+    cutoff: Instant,
 }
 
 /// Runs `plan` to the end of its window and returns what was measured.
@@ -94,6 +104,7 @@ pub async fn run(plan: LoadPlan) -> LoadOutcome {
         content_type: "application/json",
         window_start,
         window_end,
+        cutoff: window_end + LATE_AFTER,
     });
 
     let tickets = match plan.pace {
@@ -109,6 +120,7 @@ pub async fn run(plan: LoadPlan) -> LoadOutcome {
         if let Ok(c) = t.await {
             out.ok += c.ok;
             out.refused += c.refused;
+            out.late += c.late;
             out.errors += c.errors;
             out.records_ok += c.records_ok;
             out.records_ok_total += c.records_ok_total;
@@ -149,6 +161,7 @@ fn pacer(start: Instant, end: Instant, per_second: f64) -> mpsc::UnboundedReceiv
 struct ConnectionOutcome {
     ok: u64,
     refused: u64,
+    late: u64,
     errors: u64,
     records_ok: u64,
     records_ok_total: u64,
@@ -189,6 +202,15 @@ async fn connection(
                 None => break,
             },
         };
+        let in_window = due >= run.window_start && due < run.window_end;
+        if Instant::now() >= run.cutoff {
+            // Released in time but never sent: the target had fallen this far behind.
+            if in_window {
+                out.late += 1;
+                out.latencies_ns.push(run.cutoff.duration_since(due).as_nanos() as u64);
+            }
+            continue;
+        }
         let body = run.plan_pool.next_body();
         let request = Request::builder()
             .method(Method::POST)
@@ -207,29 +229,33 @@ async fn connection(
                 }
             }
         }
-        let status = match sender.send_request(request).await {
-            Ok(resp) => {
-                let status = resp.status();
-                match resp.into_body().collect().await {
-                    Ok(_) => Some(status),
-                    Err(_) => None,
-                }
+        let answer = async {
+            let resp = sender.send_request(request).await.ok()?;
+            let status = resp.status();
+            resp.into_body().collect().await.ok().map(|_| status)
+        };
+        let Ok(status) = tokio::time::timeout_at(run.cutoff.into(), answer).await else {
+            if in_window {
+                out.late += 1;
+                out.latencies_ns.push(run.cutoff.duration_since(due).as_nanos() as u64);
             }
-            Err(_) => None,
+            continue;
         };
         let done = Instant::now();
-        let in_window = due >= run.window_start && due < run.window_end;
+        let answered_in_window = done >= run.window_start && done <= run.window_end;
         match status {
             Some(s) if s.is_success() => {
                 out.records_ok_total += records;
-                if in_window {
+                if answered_in_window {
                     out.ok += 1;
                     out.records_ok += records;
+                }
+                if in_window {
                     out.latencies_ns.push(done.duration_since(due).as_nanos() as u64);
                 }
             }
             Some(_) => {
-                if in_window {
+                if answered_in_window {
                     out.refused += 1;
                 }
             }

@@ -226,7 +226,7 @@ fn run_all(args: AllArgs) -> Result<(), String> {
                 match bench.run_point(p, repeat).await {
                     Ok(r) => {
                         eprintln!(
-                            "{} {:<18} batch {:>3} {:>7} req/s {:>8.0} rec/s {:>6.1} µs/rec core {:>3.0}% gen {:>3.0}% p99 {:>6.2} ms rss {:>5.1} MiB exports/s {:.0} refused {} errors {}",
+                            "{} {:<18} batch {:>3} {:>7} req/s {:>8.0} rec/s {:>6.1} µs/rec core {:>3.0}% gen {:>3.0}% p99 {:>6.2} ms rss {:>5.1} MiB exports/s {:.0} refused {} late {} errors {}",
                             r.scenario,
                             r.target,
                             r.batch,
@@ -239,6 +239,7 @@ fn run_all(args: AllArgs) -> Result<(), String> {
                             r.peak_rss_mib.unwrap_or(f64::NAN),
                             r.exports_per_s.unwrap_or(f64::NAN),
                         r.refused,
+                        r.late,
                         r.errors,
                         );
                         runs.push(r);

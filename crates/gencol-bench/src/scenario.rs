@@ -152,6 +152,8 @@ pub struct RunRecord {
     pub spans_delivered_total: u64,
     pub records_accepted_total: u64,
     pub refused: u64,
+    /// Requests released in the window that were still unanswered 2 s after it.
+    pub late: u64,
     pub errors: u64,
     /// CPU seconds of the process under test in the window, all threads.
     pub cpu_s: f64,
@@ -305,6 +307,7 @@ impl Bench {
             spans_delivered_total: total,
             records_accepted_total: outcome.records_ok_total,
             refused: outcome.refused,
+            late: outcome.late,
             errors: outcome.errors,
             cpu_s,
             cpu_us_per_record: cpu_s * 1e6 / outcome.records_ok.max(1) as f64,

@@ -1,7 +1,7 @@
 //! Delivery, written once for every exporter (SPEC §7): a bounded queue in front of
-//! each exporter so a slow destination never delays another, natural batching (take
-//! what is queued, up to a batch size, without waiting), a few sends in flight, and
-//! send → timeout → retry with backoff that honours `Retry-After`.
+//! each exporter so a slow destination never delays another, batching (take what is
+//! queued, up to a batch size; a partial batch waits a few milliseconds for more), a few
+//! sends in flight, and send → timeout → retry with backoff that honours `Retry-After`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +23,10 @@ pub const DELIVERY_KEYS: [&str; 4] = ["timeout", "retry", "queue", "privacy_mode
 
 /// Spans per export request at most; a larger backlog goes out in several requests.
 const MAX_BATCH_SPANS: usize = 1024;
+
+/// How long a partial batch waits for more spans before it is sent: short next to a
+/// backend's own ingest delay, long enough that a steady trickle goes out in batches.
+const BATCH_LINGER: Duration = Duration::from_millis(10);
 
 /// Delivery settings of one exporter.
 #[derive(Clone, Debug, Deserialize)]
@@ -203,36 +207,44 @@ impl ExporterQueue {
     async fn pop(&self, max: usize) -> Option<Vec<SpanItem>> {
         loop {
             let notified = self.not_empty.notified();
-            {
-                let mut s = self.lock();
-                if let Some((mut first, first_bytes)) = s.jobs.pop_front() {
-                    let mut bytes = first_bytes;
-                    if first.len() > max {
-                        let rest = first.split_off(max);
-                        let rest_bytes = first_bytes.saturating_sub(first_bytes * max / (max + rest.len()));
-                        bytes = first_bytes - rest_bytes;
-                        s.jobs.push_front((rest, rest_bytes));
-                    }
-                    while let Some((next, _)) = s.jobs.front() {
-                        if first.len() + next.len() > max {
-                            break;
-                        }
-                        let (next, b) = s.jobs.pop_front().unwrap_or_default();
-                        bytes += b;
-                        first.extend(next);
-                    }
-                    s.items -= first.len();
-                    s.bytes = s.bytes.saturating_sub(bytes);
-                    drop(s);
-                    self.not_full.notify_waiters();
-                    return Some(first);
-                }
-                if s.closed {
-                    return None;
-                }
+            if let Some(batch) = self.take(max) {
+                return Some(batch);
+            }
+            if self.is_closed() {
+                return None;
             }
             notified.await;
         }
+    }
+
+    /// Takes up to `max` spans if any are queued, without waiting.
+    fn take(&self, max: usize) -> Option<Vec<SpanItem>> {
+        let mut s = self.lock();
+        let (mut first, first_bytes) = s.jobs.pop_front()?;
+        let mut bytes = first_bytes;
+        if first.len() > max {
+            let rest = first.split_off(max);
+            let rest_bytes = first_bytes.saturating_sub(first_bytes * max / (max + rest.len()));
+            bytes = first_bytes - rest_bytes;
+            s.jobs.push_front((rest, rest_bytes));
+        }
+        while let Some((next, _)) = s.jobs.front() {
+            if first.len() + next.len() > max {
+                break;
+            }
+            let (next, b) = s.jobs.pop_front().unwrap_or_default();
+            bytes += b;
+            first.extend(next);
+        }
+        s.items -= first.len();
+        s.bytes = s.bytes.saturating_sub(bytes);
+        drop(s);
+        self.not_full.notify_waiters();
+        Some(first)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     pub(crate) fn close(&self) {
@@ -265,7 +277,21 @@ pub(crate) async fn run_exporter(
             b = queue.pop(MAX_BATCH_SPANS) => b,
             _ = stop.cancelled() => None,
         };
-        let Some(batch) = batch else { break };
+        let Some(mut batch) = batch else { break };
+        // A trickle (a few generations a millisecond) would otherwise go out a span or
+        // two per request, and each request costs far more than the spans in it. What
+        // arrives within BATCH_LINGER joins this batch; a full batch, and shutdown,
+        // never wait.
+        if batch.len() < MAX_BATCH_SPANS && !queue.is_closed() {
+            tokio::select! {
+                _ = tokio::time::sleep(BATCH_LINGER) => {}
+                _ = stop.cancelled() => {}
+            }
+            while batch.len() < MAX_BATCH_SPANS {
+                let Some(more) = queue.take(MAX_BATCH_SPANS - batch.len()) else { break };
+                batch.extend(more);
+            }
+        }
         let (id, exporter, settings, stats, stop) =
             (id.clone(), exporter.clone(), settings.clone(), stats.clone(), stop.clone());
         sends.spawn(async move {

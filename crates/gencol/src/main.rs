@@ -11,12 +11,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use gencol_config::{Diagnostics, Located, Node, ServiceConfig, load_files, load_str, process_env};
 use gencol_engine::{Provenance, Registry, ValidatedService};
 
-/// Every span is a few dozen small strings (attribute keys and values) allocated on the
-/// way in and freed after export; mimalloc does that several times faster than the
-/// system allocator, which makes it one of gencol's largest costs per generation.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const DEFAULT_PIPELINE: &str = include_str!("default.yaml");
 const DEFAULT_PIPELINE_NAME: &str = "<embedded default pipeline>";
 
