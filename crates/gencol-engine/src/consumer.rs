@@ -4,7 +4,13 @@
 use std::sync::Arc;
 
 use gencol_model::SpanItem;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+/// Received bytes (request bodies, uncompressed) a pipeline holds before its exporters'
+/// queues have taken them; beyond it its receivers answer 503. Spans take a few times
+/// their body's size in memory, so this bounds a pipeline to tens of MiB under overload
+/// whatever the batch size, and still holds well over a second of a busy gateway's traffic.
+pub const PIPELINE_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 
 /// One batch on its way into a pipeline.
 pub struct PipelineMessage {
@@ -13,6 +19,8 @@ pub struct PipelineMessage {
     /// receiver that waits on it answers only when the data is safe (with a disk
     /// queue: on disk).
     pub ack: Option<AckToken>,
+    /// This batch's share of the pipeline's budget, given back when it is dropped.
+    pub budget: Option<OwnedSemaphorePermit>,
 }
 
 /// Shared by the copies of one batch; when the last copy is released, the waiter learns it.
@@ -44,33 +52,106 @@ pub struct Backpressure {
     pub pipeline: String,
 }
 
+/// The way into one pipeline: its channel and its budget of bytes in flight, shared by
+/// every receiver that feeds it.
+#[derive(Clone)]
+pub struct PipelineInput {
+    name: String,
+    tx: mpsc::Sender<PipelineMessage>,
+    budget: Arc<Semaphore>,
+}
+
+impl PipelineInput {
+    pub fn new(name: impl Into<String>, tx: mpsc::Sender<PipelineMessage>) -> Self {
+        PipelineInput { name: name.into(), tx, budget: Arc::new(Semaphore::new(PIPELINE_BUDGET_BYTES)) }
+    }
+}
+
 /// A receiver's way into its pipelines. Cheap to clone.
 #[derive(Clone)]
 pub struct Consumer {
-    pipelines: Arc<[(String, mpsc::Sender<PipelineMessage>)]>,
+    pipelines: Arc<[PipelineInput]>,
 }
 
 impl Consumer {
-    pub fn new(pipelines: Vec<(String, mpsc::Sender<PipelineMessage>)>) -> Self {
+    pub fn new(pipelines: Vec<PipelineInput>) -> Self {
         Consumer { pipelines: pipelines.into() }
     }
 
-    /// Hands `items` to every pipeline, or to none: capacity is reserved in all of
-    /// them before anything is sent.
-    pub fn try_consume(&self, items: Vec<SpanItem>, ack: Option<AckToken>) -> Result<(), Backpressure> {
-        let mut permits = Vec::with_capacity(self.pipelines.len());
-        for (name, tx) in self.pipelines.iter() {
-            match tx.try_reserve() {
-                Ok(p) => permits.push(p),
-                Err(_) => return Err(Backpressure { pipeline: name.clone() }),
-            }
+    /// Reserves room for one batch in every pipeline, or in none: a channel slot and
+    /// `bytes` of each pipeline's budget, `bytes` being the size of what the batch is
+    /// decoded from (the uncompressed request body). Receivers reserve before decoding,
+    /// so an overloaded gencol answers 503 without spending the work first.
+    pub fn try_reserve(&self, bytes: usize) -> Result<Reservation, Backpressure> {
+        // A body larger than the whole budget waits for an empty pipeline instead of
+        // never fitting.
+        let weight = u32::try_from(bytes.clamp(1, PIPELINE_BUDGET_BYTES)).unwrap_or(u32::MAX);
+        let mut reserved = Vec::with_capacity(self.pipelines.len());
+        for p in self.pipelines.iter() {
+            let full = || Backpressure { pipeline: p.name.clone() };
+            let budget = p.budget.clone().try_acquire_many_owned(weight).map_err(|_| full())?;
+            let slot = p.tx.clone().try_reserve_owned().map_err(|_| full())?;
+            reserved.push((slot, budget));
         }
-        let last = permits.len().saturating_sub(1);
+        Ok(Reservation { reserved })
+    }
+}
+
+/// Room for one batch in every pipeline of a receiver; dropping it gives the room back.
+pub struct Reservation {
+    reserved: Vec<(mpsc::OwnedPermit<PipelineMessage>, OwnedSemaphorePermit)>,
+}
+
+impl Reservation {
+    /// Hands `items` to every pipeline reserved for.
+    pub fn send(self, items: Vec<SpanItem>, ack: Option<AckToken>) {
+        let last = self.reserved.len().saturating_sub(1);
         let mut items = Some(items);
-        for (i, permit) in permits.into_iter().enumerate() {
+        for (i, (slot, budget)) in self.reserved.into_iter().enumerate() {
             let batch = if i == last { items.take().unwrap_or_default() } else { items.clone().unwrap_or_default() };
-            permit.send(PipelineMessage { items: batch, ack: ack.clone() });
+            slot.send(PipelineMessage { items: batch, ack: ack.clone(), budget: Some(budget) });
         }
-        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl Consumer {
+        fn try_consume(&self, items: Vec<SpanItem>, bytes: usize) -> Result<(), Backpressure> {
+            self.try_reserve(bytes).map(|r| r.send(items, None))
+        }
+    }
+
+    #[test]
+    fn a_pipeline_holds_a_bounded_number_of_bytes_not_of_batches() {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let consumer = Consumer::new(vec![PipelineInput::new("traces", tx)]);
+        let half = PIPELINE_BUDGET_BYTES / 2;
+        assert!(consumer.try_consume(Vec::new(), half).is_ok());
+        assert!(consumer.try_consume(Vec::new(), half).is_ok());
+        // The channel has room for 1,022 more batches; the byte budget has none.
+        assert_eq!(consumer.try_consume(Vec::new(), 1), Err(Backpressure { pipeline: "traces".into() }));
+        // Once the pipeline is done with a batch, its bytes are free again.
+        drop(rx.try_recv().expect("a batch"));
+        assert!(consumer.try_consume(Vec::new(), half).is_ok());
+        // A body larger than the whole budget fits into an empty pipeline, and only then.
+        assert!(consumer.try_consume(Vec::new(), 3 * PIPELINE_BUDGET_BYTES).is_err());
+        while rx.try_recv().is_ok() {}
+        assert!(consumer.try_consume(Vec::new(), 3 * PIPELINE_BUDGET_BYTES).is_ok());
+    }
+
+    #[test]
+    fn all_or_nothing_across_pipelines() {
+        let (a_tx, mut a_rx) = mpsc::channel(8);
+        let (b_tx, _b_rx) = mpsc::channel(8);
+        let b = PipelineInput::new("b", b_tx);
+        // Another receiver fills pipeline `b`'s budget.
+        let other = Consumer::new(vec![b.clone()]);
+        assert!(other.try_consume(Vec::new(), PIPELINE_BUDGET_BYTES).is_ok());
+        let consumer = Consumer::new(vec![PipelineInput::new("a", a_tx), b]);
+        assert_eq!(consumer.try_consume(Vec::new(), 10), Err(Backpressure { pipeline: "b".into() }));
+        assert!(a_rx.try_recv().is_err(), "nothing reached `a` either");
     }
 }

@@ -22,7 +22,10 @@ use crate::component::{ExportError, Exporter};
 pub const DELIVERY_KEYS: [&str; 4] = ["timeout", "retry", "queue", "privacy_mode"];
 
 /// Spans per export request at most; a larger backlog goes out in several requests.
-const MAX_BATCH_SPANS: usize = 1024;
+/// A generation span with its content is several KiB, so this keeps a request to a few
+/// MiB (under backends' request limits) and a send in flight, holding its spans and
+/// their encoding, to about twice that.
+const MAX_BATCH_SPANS: usize = 256;
 
 /// How long a partial batch waits for more spans before it is sent: short next to a
 /// backend's own ingest delay, long enough that a steady trickle goes out in batches.

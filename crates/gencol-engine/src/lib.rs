@@ -13,7 +13,9 @@ pub use component::{
     BoxFuture, ComponentContext, ExportError, Exporter, ExporterConfig, ExporterFactory, Processor, ProcessorConfig,
     ProcessorFactory, ReceiverConfig, ReceiverFactory,
 };
-pub use consumer::{AckToken, Backpressure, Consumer, PipelineMessage};
+pub use consumer::{
+    AckToken, Backpressure, Consumer, PIPELINE_BUDGET_BYTES, PipelineInput, PipelineMessage, Reservation,
+};
 pub use tokio_util::sync::CancellationToken;
 
 mod delivery;

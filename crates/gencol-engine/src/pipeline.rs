@@ -20,10 +20,10 @@ pub(crate) async fn run_pipeline(
         let deadline = processors.iter().filter_map(|p| p.next_deadline()).min();
         tokio::select! {
             message = input.recv() => {
-                let Some(PipelineMessage { mut items, ack }) = message else { break };
+                let Some(PipelineMessage { mut items, ack, budget }) = message else { break };
                 run_from(&mut processors, 0, &mut items, Instant::now());
                 fan_out(&exporters, items).await;
-                drop(ack);
+                drop((ack, budget));
             }
             _ = tokio::time::sleep_until(deadline.map(tokio::time::Instant::from_std).unwrap_or_else(far_future)), if deadline.is_some() => {
                 let released = flush(&mut processors, Instant::now(), false);

@@ -15,14 +15,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::component::{ComponentContext, Exporter, ExporterConfig, ProcessorConfig, ReceiverConfig};
-use crate::consumer::Consumer;
+use crate::consumer::{Consumer, PipelineInput};
 use crate::delivery::{
     DELIVERY_KEYS, DeliverySettings, DeliveryStats, ExporterHandle, ExporterQueue, QueueKind, run_exporter,
 };
 use crate::pipeline::run_pipeline;
 use crate::registry::Registry;
 
-/// Batches a pipeline's channel holds before its receivers answer 503.
+/// Batches a pipeline's channel holds before its receivers answer 503; what they hold
+/// is bounded in bytes by [`crate::consumer::PIPELINE_BUDGET_BYTES`].
 const PIPELINE_CAPACITY: usize = 1024;
 
 /// A role, its config section, a pipeline's references to it, and the section's entries.
@@ -294,14 +295,15 @@ impl ValidatedService {
         }
 
         let mut pipeline_tasks = Vec::new();
-        let mut inputs: BTreeMap<ComponentId, Vec<(String, mpsc::Sender<_>)>> = BTreeMap::new();
+        let mut inputs: BTreeMap<ComponentId, Vec<PipelineInput>> = BTreeMap::new();
         for p in &self.pipelines {
             let (tx, rx) = mpsc::channel(PIPELINE_CAPACITY);
             let processors = p.processors.iter().map(|id| self.processors[id].build()).collect();
             let exporters = p.exporters.iter().map(|id| handles[id].clone()).collect();
             pipeline_tasks.push(tokio::spawn(run_pipeline(rx, processors, exporters)));
+            let input = PipelineInput::new(p.name.clone(), tx);
             for r in &p.receivers {
-                inputs.entry(r.clone()).or_default().push((p.name.clone(), tx.clone()));
+                inputs.entry(r.clone()).or_default().push(input.clone());
             }
         }
 

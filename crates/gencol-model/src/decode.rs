@@ -5,9 +5,11 @@
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::generation::{Generation, Timestamp};
 use crate::schema::schema;
+use crate::span::RESERVED_TRACE_KEYS;
 
 /// The body as a whole could not be read as records.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -41,17 +43,75 @@ pub fn decode_body(body: &[u8], ndjson: bool) -> Result<DecodedBatch, DecodeErro
         return Err(DecodeError::Empty);
     }
     let mut out = DecodedBatch::default();
+    // UTF-8 is checked once for the whole body instead of string by string; a body
+    // that is not UTF-8 takes the slow path, whose parser says where it breaks.
+    let Ok(text) = std::str::from_utf8(body) else {
+        return decode_values(body, ndjson, out);
+    };
+    if ndjson {
+        let lines = text.split('\n').filter(|l| !l.bytes().all(|b| b.is_ascii_whitespace()));
+        for (index, line) in lines.enumerate() {
+            match fast_record(line) {
+                Some(g) => out.generations.push(g),
+                None => match serde_json::from_str(line) {
+                    Ok(v) => push(&mut out, index, v),
+                    Err(e) => {
+                        out.rejected.push(RecordError { index, error: format!("[{index}]: line is not JSON: {e}") })
+                    }
+                },
+            }
+        }
+        return Ok(out);
+    }
+    match text.trim_start().as_bytes().first() {
+        Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(records) => {
+                for (index, raw) in records.into_iter().enumerate() {
+                    match fast_record(raw.get()) {
+                        Some(g) => out.generations.push(g),
+                        None => match serde_json::from_str(raw.get()) {
+                            Ok(v) => push(&mut out, index, v),
+                            // The array parsed, so its items are JSON; kept for completeness.
+                            Err(e) => out.rejected.push(RecordError { index, error: format!("[{index}]: {e}") }),
+                        },
+                    }
+                }
+                Ok(out)
+            }
+            Err(_) => decode_values(body, ndjson, out),
+        },
+        Some(b'{') => match fast_record(text) {
+            Some(g) => {
+                out.generations.push(g);
+                Ok(out)
+            }
+            None => decode_values(body, ndjson, out),
+        },
+        _ => decode_values(body, ndjson, out),
+    }
+}
+
+/// The fast path for one record: typed straight from the text, no JSON tree, no schema
+/// walk. `None` unless the record is certainly valid, so every record it does not take
+/// goes through [`decode_record`] and gets exactly that function's verdict and errors.
+fn fast_record(text: &str) -> Option<Generation> {
+    let g: Generation = serde_json::from_str(text).ok()?;
+    conforms(&g).then_some(g)
+}
+
+/// The slow path: the body as a JSON tree, each record checked against the schema.
+fn decode_values(body: &[u8], ndjson: bool, mut out: DecodedBatch) -> Result<DecodedBatch, DecodeError> {
     if ndjson {
         let lines = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace));
         for (index, line) in lines.enumerate() {
-            match parse(line) {
+            match serde_json::from_slice(line) {
                 Ok(v) => push(&mut out, index, v),
                 Err(e) => out.rejected.push(RecordError { index, error: format!("[{index}]: line is not JSON: {e}") }),
             }
         }
         return Ok(out);
     }
-    match parse(body).map_err(|e| DecodeError::NotJson(e.to_string()))? {
+    match serde_json::from_slice(body).map_err(|e| DecodeError::NotJson(e.to_string()))? {
         Value::Array(items) => {
             for (index, v) in items.into_iter().enumerate() {
                 push(&mut out, index, v);
@@ -63,13 +123,45 @@ pub fn decode_body(body: &[u8], ndjson: bool) -> Result<DecodedBatch, DecodeErro
     Ok(out)
 }
 
-/// Parses JSON with UTF-8 checked once for the whole input instead of string by string;
-/// input that is not UTF-8 is parsed as bytes so the error says where.
-fn parse(bytes: &[u8]) -> serde_json::Result<Value> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str(text),
-        Err(_) => serde_json::from_slice(bytes),
-    }
+/// Whether a record that typed cleanly also meets every rule of the shipped schema and
+/// the rules beside it (the typed form already enforces the JSON types it declares, and
+/// rejects `null` where the schema does). Anything in doubt answers `false`, which only
+/// sends the record down the slow path.
+fn conforms(g: &Generation) -> bool {
+    let chars_within = |s: &str, min: usize, max: usize| {
+        // Byte length bounds the character count from above, and by 4× from below.
+        let n = if s.len() <= max { s.chars().count() } else { s.chars().take(max + 1).count() };
+        (min..=max).contains(&n)
+    };
+    let non_negative = |v: Option<i64>| v.is_none_or(|v| v >= 0);
+    let all_objects = |items: &Option<Vec<Value>>| items.as_ref().is_none_or(|v| v.iter().all(Value::is_object));
+    let text_or_array = |v: &Option<Value>| v.as_ref().is_none_or(|v| v.is_string() || v.is_array());
+    let r = &g.request;
+    let trace_ok = r.trace.as_ref().is_none_or(|t| {
+        RESERVED_TRACE_KEYS.iter().all(|k| t.get(*k).is_none_or(|v| v.as_str().is_some_and(|s| !s.is_empty())))
+    });
+    let response_ok = g.response.as_ref().is_none_or(|resp| {
+        all_objects(&resp.choices)
+            && resp.usage.as_ref().is_none_or(|u| {
+                [u.prompt_tokens, u.completion_tokens, u.total_tokens, u.input_tokens, u.output_tokens]
+                    .into_iter()
+                    .all(non_negative)
+            })
+    });
+    chars_within(&g.id, 1, 256)
+        && g.completed_at >= g.created_at
+        // `response` may be absent only when `error` is set; a `null` response without an
+        // error is valid but rare, and is left to the slow path, which can tell the two apart.
+        && (g.error.is_some() || g.response.is_some())
+        && !r.model.is_empty()
+        && all_objects(&r.messages)
+        && text_or_array(&r.prompt)
+        && text_or_array(&r.input)
+        && [r.max_tokens, r.max_completion_tokens, r.max_output_tokens].into_iter().all(non_negative)
+        && r.user.as_deref().is_none_or(|s| chars_within(s, 0, 128))
+        && r.session_id.as_deref().is_none_or(|s| chars_within(s, 0, 256))
+        && trace_ok
+        && response_ok
 }
 
 fn push(out: &mut DecodedBatch, index: usize, value: Value) {
@@ -199,6 +291,90 @@ mod tests {
         let mut v = good("x");
         v["created_at"] = json!("noon");
         assert!(decode_record(0, v).unwrap_err().starts_with("[0].created_at: invalid timestamp"));
+    }
+
+    /// The fast path takes a record only when the schema path would: for each variant,
+    /// valid or not, both paths give the same verdict, and the common valid forms do
+    /// take the fast path.
+    #[test]
+    fn fast_path_agrees_with_the_schema() {
+        let full = json!({
+            "id": "full", "created_at": "2026-11-22T10:00:00.5Z", "completed_at": 1_800_000_000_000_000_000u64,
+            "first_token_at": null, "provider": "OpenAI", "api_key_name": null,
+            "request": {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 1,
+                "top_k": 3, "max_tokens": 0, "stream": false, "tools": null, "user": "u", "session_id": "s",
+                "trace": {"trace_id": "t", "trace_name": "n", "feature": {"a": [1, 2]}}, "unknown": {"x": 1}},
+            "response": {"id": null, "model": "m", "choices": [{"finish_reason": "stop"}], "output": null,
+                "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": null, "cost": 0.5,
+                    "cost_details": {}, "prompt_tokens_details": {"cached_tokens": 1}}}
+        });
+        let set = |path: &[&str], v: Value| {
+            let mut g = full.clone();
+            let mut at = &mut g;
+            for p in &path[..path.len() - 1] {
+                at = &mut at[*p];
+            }
+            at[path[path.len() - 1]] = v;
+            g
+        };
+        let drop = |path: &[&str]| {
+            let mut g = full.clone();
+            let mut at = &mut g;
+            for p in &path[..path.len() - 1] {
+                at = &mut at[*p];
+            }
+            at.as_object_mut().unwrap().remove(path[path.len() - 1]);
+            g
+        };
+        let cases: Vec<(Value, bool)> = vec![
+            (full.clone(), true),
+            (good("plain"), true),
+            (set(&["request", "prompt"], json!("text")), true),
+            (set(&["request", "input"], json!([{"role": "user"}])), true),
+            (set(&["error"], json!({"status": 500})), true),
+            (set(&["id"], json!("")), false),
+            (set(&["id"], json!("é".repeat(256))), true),
+            (set(&["id"], json!("é".repeat(257))), false),
+            (set(&["created_at"], json!(-1)), false),
+            (set(&["created_at"], json!("noon")), false),
+            (set(&["completed_at"], json!("2026-11-22T09:00:00Z")), false),
+            (set(&["request", "model"], json!("")), false),
+            (drop(&["request", "model"]), false),
+            (set(&["request", "messages"], json!(null)), false),
+            (set(&["request", "messages"], json!(["not an object"])), false),
+            (set(&["request", "prompt"], json!(null)), false),
+            (set(&["request", "prompt"], json!(3)), false),
+            (set(&["request", "input"], json!({"a": 1})), false),
+            (set(&["request", "max_tokens"], json!(-1)), false),
+            (set(&["request", "temperature"], json!("hot")), false),
+            (set(&["request", "user"], json!("u".repeat(128))), true),
+            (set(&["request", "user"], json!("u".repeat(129))), false),
+            (set(&["request", "session_id"], json!("s".repeat(257))), false),
+            (set(&["request", "trace", "trace_name"], json!("")), false),
+            (set(&["request", "trace", "span_name"], json!(7)), false),
+            (set(&["request", "trace"], json!(null)), true),
+            (set(&["request", "trace"], json!([1])), false),
+            (set(&["response", "choices"], json!([1])), false),
+            (set(&["response", "usage", "completion_tokens"], json!(-2)), false),
+            (set(&["response"], json!(null)), true),
+            (drop(&["response"]), false),
+            (set(&["error"], json!("boom")), false),
+            (set(&["provider"], json!(1)), false),
+        ];
+        for (i, (v, valid)) in cases.into_iter().enumerate() {
+            let text = v.to_string();
+            let fast = fast_record(&text).is_some();
+            let slow = decode_record(0, v.clone());
+            assert_eq!(slow.is_ok(), valid, "case {i}: schema path on {v}: {slow:?}");
+            assert!(!fast || valid, "case {i}: the fast path took an invalid record: {v}");
+            let through_body = decode_body(text.as_bytes(), false).unwrap();
+            assert_eq!(through_body.generations.len(), usize::from(valid), "case {i}");
+            assert_eq!(through_body.rejected.first().map(|r| &r.error), slow.as_ref().err(), "case {i}");
+        }
+        // The forms gateways send go the fast way.
+        for v in [full.clone(), good("plain"), set(&["error"], json!({"status": 500}))] {
+            assert!(fast_record(&v.to_string()).is_some(), "not on the fast path: {v}");
+        }
     }
 
     #[test]

@@ -27,11 +27,11 @@ pub struct Generation {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Request {
     pub model: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     pub messages: Option<Vec<Value>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     pub prompt: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     pub input: Option<Value>,
     #[serde(default)]
     pub instructions: Option<String>,
@@ -143,21 +143,39 @@ impl Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match Value::deserialize(d)? {
-            Value::Number(n) => n
-                .as_u64()
-                .map(Timestamp)
-                .ok_or_else(|| serde::de::Error::custom("epoch nanoseconds must be a non-negative integer")),
-            Value::String(s) => Timestamp::parse_rfc3339(&s).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid timestamp {s:?}: expected RFC 3339 (2026-11-22T10:00:00.000Z) or integer epoch nanoseconds"
-                ))
-            }),
-            other => Err(serde::de::Error::custom(format!(
-                "invalid timestamp {other}: expected RFC 3339 string or integer epoch nanoseconds"
-            ))),
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an RFC 3339 string or integer epoch nanoseconds")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Timestamp, E> {
+                Ok(Timestamp(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Timestamp, E> {
+                u64::try_from(v)
+                    .map(Timestamp)
+                    .map_err(|_| E::custom("epoch nanoseconds must be a non-negative integer"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Timestamp, E> {
+                Err(E::custom(format!("invalid timestamp {v}: expected RFC 3339 string or integer epoch nanoseconds")))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Timestamp, E> {
+                Timestamp::parse_rfc3339(s).ok_or_else(|| {
+                    E::custom(format!(
+                        "invalid timestamp {s:?}: expected RFC 3339 (2026-11-22T10:00:00.000Z) or integer epoch nanoseconds"
+                    ))
+                })
+            }
         }
+        d.deserialize_any(Visitor)
     }
+}
+
+/// For fields the schema does not let be `null`: present means a value, so a `null`
+/// fails to type instead of reading as absent.
+fn non_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 #[cfg(test)]

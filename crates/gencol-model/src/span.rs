@@ -49,7 +49,8 @@ pub struct GenerationContext {
     pub metadata: Vec<(String, Value)>,
 }
 
-const RESERVED_TRACE_KEYS: [&str; 5] = ["trace_id", "trace_name", "span_name", "generation_name", "parent_span_id"];
+pub(crate) const RESERVED_TRACE_KEYS: [&str; 5] =
+    ["trace_id", "trace_name", "span_name", "generation_name", "parent_span_id"];
 
 /// The resource gencol reports generation spans under.
 pub fn service_resource(service_name: &str) -> Resource {

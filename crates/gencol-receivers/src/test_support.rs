@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gencol_engine::{Consumer, PipelineMessage};
+use gencol_engine::{Consumer, PipelineInput, PipelineMessage};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 /// A consumer feeding one pipeline, `traces`, through a channel of `capacity`.
 pub(crate) fn pipeline(capacity: usize) -> (Consumer, mpsc::Receiver<PipelineMessage>) {
     let (tx, rx) = mpsc::channel(capacity);
-    (Consumer::new(vec![("traces".to_owned(), tx)]), rx)
+    (Consumer::new(vec![PipelineInput::new("traces", tx)]), rx)
 }
 
 /// An answer as the test sees it.

@@ -105,6 +105,14 @@ impl GenerationsService {
             Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
 
+        // Room first: under overload the answer is a cheap 503, not a decoded batch thrown away.
+        let reservation = match self.consumer.try_reserve(body.len()) {
+            Ok(r) => r,
+            Err(full) => {
+                tracing::debug!(pipeline = %full.pipeline, "pipeline full: answering 503");
+                return json_error(StatusCode::SERVICE_UNAVAILABLE, "pipeline full, retry");
+            }
+        };
         let decoded = if body.len() <= INLINE_DECODE_LIMIT {
             decode(&body, form, &self.origin)
         } else {
@@ -125,10 +133,7 @@ impl GenerationsService {
             return refused(&none_valid_message(&rejected), &rejected);
         }
         let accepted = spans.len();
-        if let Err(full) = self.consumer.try_consume(spans, None) {
-            tracing::debug!(pipeline = %full.pipeline, "pipeline full: answering 503");
-            return json_error(StatusCode::SERVICE_UNAVAILABLE, "pipeline full, retry");
-        }
+        reservation.send(spans, None);
         if !rejected.is_empty() {
             tracing::debug!(accepted, rejected = rejected.len(), first = %rejected[0].error, "some generation records were rejected");
         }

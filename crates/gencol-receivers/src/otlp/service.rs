@@ -118,6 +118,11 @@ impl OtlpService {
             e => Refusal::new(StatusCode::BAD_REQUEST, e.to_string()),
         })?;
 
+        // Room first: under overload the answer is a cheap 503, not a decoded batch thrown away.
+        let reservation = self.consumer.try_reserve(body.len()).map_err(|full| {
+            tracing::debug!(pipeline = %full.pipeline, "pipeline full: answering 503");
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "pipeline full, retry")
+        })?;
         let decoded = if body.len() <= INLINE_DECODE_LIMIT {
             decode(&body, encoding)
         } else {
@@ -127,11 +132,8 @@ impl OtlpService {
             })?
         };
         let Decoded { spans, invalid } = decoded.map_err(|m| Refusal::new(StatusCode::BAD_REQUEST, m))?;
-        if !spans.is_empty()
-            && let Err(full) = self.consumer.try_consume(spans, None)
-        {
-            tracing::debug!(pipeline = %full.pipeline, "pipeline full: answering 503");
-            return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "pipeline full, retry"));
+        if !spans.is_empty() {
+            reservation.send(spans, None);
         }
         let partial = (invalid > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: invalid as i64,
