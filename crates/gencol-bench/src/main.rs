@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::load::Pace;
 use crate::scenario::{Bench, PlanSettings, plan};
 
 #[derive(Parser)]
@@ -69,6 +70,9 @@ struct AllArgs {
     /// Only these scenarios (A, B, C, D).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Only these batch sizes of the closed-loop points (1, 10, 100).
+    #[arg(long, value_delimiter = ',')]
+    batches: Vec<usize>,
     /// Only these targets (gencol, rotel, null).
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
@@ -172,6 +176,9 @@ fn run_all(args: AllArgs) -> Result<(), String> {
     let mut points = plan(&settings, &args.only);
     if !args.targets.is_empty() {
         points.retain(|p| args.targets.iter().any(|t| p.target.label().starts_with(t.as_str())));
+    }
+    if !args.batches.is_empty() {
+        points.retain(|p| !matches!(p.pace, Pace::Closed) || args.batches.contains(&p.batch));
     }
     let info = report::RunInfo {
         date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),

@@ -93,7 +93,7 @@ fn cpu_seconds(stat_path: &str) -> Option<f64> {
 /// `None` when perf cannot run.
 pub fn perf_record(pid: u32, file: &Path, duration: Duration) -> Option<Child> {
     Command::new("perf")
-        .args(["record", "-F", "499", "--call-graph", "dwarf,32768", "-p", &pid.to_string(), "-o"])
+        .args(["record", "-F", "1999", "--call-graph", "dwarf,32768", "-p", &pid.to_string(), "-o"])
         .arg(file)
         .args(["--", "sleep", &format!("{:.1}", duration.as_secs_f64())])
         .stdout(Stdio::null())

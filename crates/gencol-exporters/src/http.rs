@@ -107,29 +107,32 @@ impl OtlpHttpSender {
     /// Encodes and sends a batch of spans once, straight from the items (no copy of
     /// the spans: a batch is sent again on retry, so it is only ever borrowed).
     pub async fn send_items(&self, batch: &[SpanItem]) -> Result<(), ExportError> {
-        let body = if self.protobuf { otlp::encode_items_proto(batch) } else { otlp::encode_items_json(batch) };
-        self.send_body(body, false).await.map(|_| ())
+        let encode = || {
+            let body = if self.protobuf { otlp::encode_items_proto(batch) } else { otlp::encode_items_json(batch) };
+            if self.gzip { gzip(&body) } else { body }
+        };
+        // Encoding and compressing a large batch takes milliseconds of CPU. Done on the
+        // worker thread, it would hold up every receiver request queued behind it; in
+        // `block_in_place` the worker's other tasks move to another thread meanwhile,
+        // and the batch is still only borrowed.
+        let body = if batch.len() >= OFF_WORKER_SPANS && multi_thread_runtime() {
+            tokio::task::block_in_place(encode)
+        } else {
+            encode()
+        };
+        self.send_encoded(body, false).await.map(|_| ())
     }
 
     /// Encodes and sends one request once. `test` marks it `X-Test-Connection: true`.
     /// Returns the status line on success.
     pub async fn send(&self, req: &ExportTraceServiceRequest, test: bool) -> Result<String, ExportError> {
         let body = if self.protobuf { otlp::encode_proto(req) } else { otlp::encode_json(req) };
-        self.send_body(body, test).await
+        let body = if self.gzip { gzip(&body) } else { body };
+        self.send_encoded(body, test).await
     }
 
-    async fn send_body(&self, body: Vec<u8>, test: bool) -> Result<String, ExportError> {
-        let body = if !self.gzip {
-            body
-        } else if body.len() <= INLINE_GZIP_LIMIT {
-            gzip(&body)
-        } else {
-            // Compressing a large batch takes milliseconds; on the blocking pool it cannot
-            // hold up the receivers' requests queued on this worker thread meanwhile.
-            tokio::task::spawn_blocking(move || gzip(&body))
-                .await
-                .map_err(|e| ExportError::retryable(format!("compressing the batch failed: {e}")))?
-        };
+    /// Sends a body already encoded (and compressed when `gzip` is set) once.
+    async fn send_encoded(&self, body: Vec<u8>, test: bool) -> Result<String, ExportError> {
         let mut request = self
             .client
             .post(self.endpoint.clone())
@@ -214,9 +217,16 @@ pub(crate) async fn send_once(
     Ok(HttpAnswer { status, retry_after, content_type, body })
 }
 
-/// Bodies up to this size are compressed on the sending task (well under a millisecond);
-/// larger ones on the blocking pool.
-const INLINE_GZIP_LIMIT: usize = 64 * 1024;
+/// Batches of at least this many spans are encoded and compressed off the worker thread
+/// (a few hundred microseconds and up); smaller ones cost less than the hand-over.
+const OFF_WORKER_SPANS: usize = 32;
+
+/// `block_in_place` needs a multi-threaded runtime (gencol's); tests may drive an
+/// exporter from a single-threaded one.
+fn multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
 
 /// gzip at the fastest level, with one compressor per thread reset between bodies:
 /// setting a deflate state up allocates and clears a few hundred KiB, which for an

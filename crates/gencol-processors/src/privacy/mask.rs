@@ -136,6 +136,8 @@ pub struct Masker {
     /// Pattern 0 is [`MARKER`], pattern `i + 1` is `matchers[i]`; `None` when there are no
     /// rules, so an empty masker costs nothing.
     prefilter: Option<RegexSet>,
+    /// Only built-in rules: [`may_match_builtin`] can rule a string out before the set scan.
+    builtins_only: bool,
     /// Finds markers that were already in the input, so they are kept, never re-masked.
     marker: Regex,
     matchers: Vec<Matcher>,
@@ -246,7 +248,7 @@ impl Masker {
             Some(set)
         };
         let marker = Regex::new(MARKER).expect("marker pattern compiles");
-        Ok(Masker { prefilter, marker, matchers, labels })
+        Ok(Masker { prefilter, builtins_only: custom.is_empty(), marker, matchers, labels })
     }
 
     /// True when no rule is configured, so the processor can skip walking the records.
@@ -262,8 +264,12 @@ impl Masker {
         let Some(prefilter) = &self.prefilter else {
             return Cow::Borrowed(text);
         };
-        // A yes/no scan first: it may stop early and skips the overlapping-match
-        // bookkeeping, and "no" is the answer for nearly every string.
+        // Cheap necessary conditions first (a few fast byte scans), then a yes/no scan of
+        // the set, which may stop early and skips the overlapping-match bookkeeping: "no"
+        // is the answer for nearly every string.
+        if self.builtins_only && !may_match_builtin(text.as_bytes()) {
+            return Cow::Borrowed(text);
+        }
         if !prefilter.is_match(text) {
             return Cow::Borrowed(text);
         }
@@ -336,6 +342,140 @@ impl Masker {
             Value::Null | Value::Bool(_) | Value::Number(_) => false,
         }
     }
+}
+
+/// Literals one of which every [`API_KEY`] match, and every [`MARKER`], contains; the
+/// case-insensitive `bearer` is found as any casing of `earer`.
+fn literal_finder() -> Option<&'static aho_corasick::packed::Searcher> {
+    static FINDER: std::sync::LazyLock<Option<aho_corasick::packed::Searcher>> = std::sync::LazyLock::new(|| {
+        let mut b = aho_corasick::packed::Config::new().builder();
+        for literal in [
+            "sk-",
+            "xaat-",
+            "xapt-",
+            "ghp_",
+            "gho_",
+            "ghu_",
+            "ghs_",
+            "ghr_",
+            "github_pat_",
+            "AKIA",
+            "ASIA",
+            "xox",
+            "AIza",
+            "k_live_",
+            "k_test_",
+            "eyJ",
+            "[REDACTED:",
+        ] {
+            b.add(literal);
+        }
+        for casing in 0..32u8 {
+            let earer: Vec<u8> = b"earer"
+                .iter()
+                .enumerate()
+                .map(|(i, c)| if casing >> i & 1 == 1 { c.to_ascii_uppercase() } else { *c })
+                .collect();
+            b.add(earer);
+        }
+        // `None` where the SIMD searcher is unavailable; the quick check is skipped then.
+        b.build()
+    });
+    FINDER.as_ref()
+}
+
+/// `false` only when no built-in pattern (nor a marker) can match anywhere in `text`.
+///
+/// The built-in regexes start with character classes that match almost anywhere (digits,
+/// hex letters), which makes the set scan cost a few nanoseconds a byte; what they need is
+/// rare and found with byte searches that skip most of the text:
+/// - email: an `@`; international phone: `+` and a digit 1–9;
+/// - IPv6: `::`, or a hex digit, `:`, a hex digit (every form of [`IPV6`] contains one);
+/// - API keys and markers: one of the literals of [`literal_finder`];
+/// - IPv4: a digit, then `.d.d.d` with 1–3 digits each;
+/// - card: 13 digits within 25 bytes (13 digits and at most 12 single separators);
+/// - North American phone: 10 digits within 16 bytes (`1-(234) 567-8901`).
+fn may_match_builtin(text: &[u8]) -> bool {
+    let Some(literals) = literal_finder() else { return true };
+    let at = |i: usize| text.get(i).copied().unwrap_or(0);
+    if memchr::memchr(b'@', text).is_some() {
+        return true;
+    }
+    if memchr::memchr_iter(b'+', text).any(|i| matches!(at(i + 1), b'1'..=b'9')) {
+        return true;
+    }
+    let colon_pair = |i: usize| {
+        let before = i.checked_sub(1).map_or(0, |j| text[j]);
+        let after = at(i + 1);
+        after == b':' || (before.is_ascii_hexdigit() && after.is_ascii_hexdigit())
+    };
+    if memchr::memchr_iter(b':', text).any(colon_pair) {
+        return true;
+    }
+    if literals.find(text).is_some() {
+        return true;
+    }
+    digits_may_match(text)
+}
+
+/// The digit rules of [`may_match_builtin`]. A card needs 13 digits and a North American
+/// phone 10, within 25 bytes; a dotted quad 4 digits and 3 dots within 15. Either lies in
+/// two neighbouring 32-byte blocks, so digits and dots are counted block by block (a loop
+/// the compiler vectorises), and only pairs of blocks with enough are looked at closely.
+fn digits_may_match(text: &[u8]) -> bool {
+    const BLOCK: usize = 32;
+    let (mut previous_digits, mut previous_dots) = (0u8, 0u8);
+    for (k, block) in text.chunks(BLOCK).enumerate() {
+        let (mut digits, mut dots) = (0u8, 0u8);
+        for &c in block {
+            digits += u8::from(c.is_ascii_digit());
+            dots += u8::from(c == b'.');
+        }
+        let (d, p) = (previous_digits + digits, previous_dots + dots);
+        if d >= 10 || (d >= 4 && p >= 3) {
+            let start = k.saturating_sub(1) * BLOCK;
+            let end = ((k + 1) * BLOCK).min(text.len());
+            if digits_match_in(&text[start..end]) {
+                return true;
+            }
+        }
+        (previous_digits, previous_dots) = (digits, dots);
+    }
+    false
+}
+
+/// The exact digit rules over a short slice: a dotted quad, 13 digits within 25 bytes,
+/// 10 within 16.
+fn digits_match_in(text: &[u8]) -> bool {
+    // Positions of the latest digits, newest last, enough for the densest rule (13).
+    let mut recent = [0usize; 13];
+    let mut seen = 0usize;
+    for (i, c) in text.iter().enumerate() {
+        if !c.is_ascii_digit() {
+            continue;
+        }
+        if text.get(i + 1) == Some(&b'.') && dotted_quad_tail(&text[i + 1..], 3) {
+            return true;
+        }
+        recent.copy_within(1.., 0);
+        recent[12] = i;
+        seen += 1;
+        if (seen >= 13 && i - recent[0] < 25) || (seen >= 10 && i - recent[3] < 16) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether `tail` starts with `groups` times `.` and 1–3 digits: with 3, the part of an
+/// [`IPV4`] match after its first group (so a decimal like `13.50` is not one).
+fn dotted_quad_tail(tail: &[u8], groups: usize) -> bool {
+    if groups == 0 {
+        return true;
+    }
+    let Some(after_dot) = tail.strip_prefix(b".") else { return false };
+    let digits = after_dot.iter().take(3).take_while(|c| c.is_ascii_digit()).count();
+    (1..=digits).any(|n| dotted_quad_tail(&after_dot[n..], groups - 1))
 }
 
 /// SHA-256 of salt + user id, lower-case hex (what `hash_user_id: true` writes into
@@ -650,6 +790,7 @@ mod tests {
     #[track_caller]
     fn masks(input: &str, expected: &str) {
         assert_eq!(all().mask(input), expected, "input: {input:?}");
+        assert!(may_match_builtin(input.as_bytes()), "the quick check missed {input:?}");
     }
 
     /// Asserts `input` comes back untouched and borrowed with every built-in on.
@@ -658,6 +799,35 @@ mod tests {
         let m = all();
         let out = m.mask(input);
         assert!(matches!(out, Cow::Borrowed(_)), "input {input:?} was changed to {out:?}");
+    }
+
+    /// The quick check never rules out a string that a built-in rule would mask: random
+    /// strings over an alphabet dense in what the rules look for.
+    #[test]
+    fn quick_check_never_hides_a_match() {
+        let pieces = [
+            "0", "1", "2", "5", "9", "12", "345", "6789", "4111", " ", "-", ".", ":", "::", "+", "+4", "@", "a.b",
+            "x@y.io", "(", "212)", "Bearer ", "sk-", "AKIA", "fe80", "dead", "é", "\"", "ab", "ZZ", "_", "eyJ",
+        ];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut masked = 0;
+        for _ in 0..20_000 {
+            let len = (next() % 24) as usize;
+            let s: String = (0..len).map(|_| pieces[(next() % pieces.len() as u64) as usize]).collect();
+            if matches!(all().mask(&s), Cow::Owned(_)) {
+                masked += 1;
+                assert!(may_match_builtin(s.as_bytes()), "the quick check missed {s:?}");
+            }
+        }
+        assert!(masked > 2_000, "the generator should hit the rules often, hit {masked}");
+        // And it does rule out ordinary text.
+        assert!(!may_match_builtin(b"The invoice from 2026 totals 13.50 EUR; see line 4 of the report: paid."));
     }
 
     #[test]
