@@ -6,12 +6,22 @@ use serde_json::{Map, Value, json};
 
 use crate::generation::{Request, Response};
 
-/// Compact JSON text of `value`. Serialising into a byte buffer directly is several times
-/// faster than going through `Display` (`Value::to_string`), and this runs on every
-/// prompt and completion.
-pub(crate) fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    // JSON values and plain data always serialise.
-    serde_json::to_string(value).unwrap_or_default()
+/// Compact JSON text of `value`, as serde_json writes it; this runs on every prompt and
+/// completion, so it goes through [`crate::json_write`]'s faster string escaper.
+pub(crate) fn json_text(value: &Value) -> String {
+    into_text(|out| crate::json_write::write_value(out, value))
+}
+
+/// Compact JSON text of an array of values.
+pub(crate) fn json_array_text(items: &[Value]) -> String {
+    into_text(|out| crate::json_write::write_array(out, items))
+}
+
+fn into_text(write: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut out = Vec::new();
+    write(&mut out);
+    // Written from `&str`s and ASCII only, so always UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// `gen_ai.input.messages` for the request, when it has content.
@@ -38,7 +48,7 @@ pub fn system_instructions(req: &Request) -> Option<Value> {
 /// messages/input as JSON text.
 pub fn legacy_prompt(req: &Request) -> Option<String> {
     if let Some(m) = &req.messages {
-        return Some(json_text(m));
+        return Some(json_array_text(m));
     }
     match req.prompt.as_ref().or(req.input.as_ref())? {
         Value::String(s) => Some(s.clone()),

@@ -10,6 +10,7 @@ mod content;
 mod decode;
 mod generation;
 pub mod ids;
+pub mod json_write;
 pub mod otlp;
 mod schema;
 mod span;

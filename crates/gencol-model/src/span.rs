@@ -232,7 +232,7 @@ fn generation_attributes(g: &Generation) -> Vec<KeyValue> {
         a.push(attr::string("gen_ai.completion", c));
     }
     if let Some(tools) = &req.tools {
-        a.push(attr::string("gen_ai.tool.definitions", content::json_text(tools)));
+        a.push(attr::string("gen_ai.tool.definitions", content::json_array_text(tools)));
     }
 
     if let Some(err) = &g.error {

@@ -287,7 +287,7 @@ fn write_any_value(out: &mut Vec<u8>, v: &AnyValue) {
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    write_serde(out, s);
+    crate::json_write::write_str(out, s);
 }
 
 fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
