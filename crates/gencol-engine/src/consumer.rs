@@ -2,6 +2,7 @@
 //! nothing, so a 503 means nothing of that request was kept.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use gencol_model::SpanItem;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -83,9 +84,7 @@ impl Consumer {
     /// decoded from (the uncompressed request body). Receivers reserve before decoding,
     /// so an overloaded gencol answers 503 without spending the work first.
     pub fn try_reserve(&self, bytes: usize) -> Result<Reservation, Backpressure> {
-        // A body larger than the whole budget waits for an empty pipeline instead of
-        // never fitting.
-        let weight = u32::try_from(bytes.clamp(1, PIPELINE_BUDGET_BYTES)).unwrap_or(u32::MAX);
+        let weight = weight(bytes);
         let mut reserved = Vec::with_capacity(self.pipelines.len());
         for p in self.pipelines.iter() {
             let full = || Backpressure { pipeline: p.name.clone() };
@@ -95,6 +94,35 @@ impl Consumer {
         }
         Ok(Reservation { reserved })
     }
+
+    /// [`Consumer::try_reserve`], waiting up to `patience` for room when a pipeline is
+    /// full. A short wait absorbs a burst, and under sustained overload it keeps clients
+    /// from retrying in a tight loop, each retry costing a body read for nothing.
+    pub async fn reserve(&self, bytes: usize, patience: Duration) -> Result<Reservation, Backpressure> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let full = match self.try_reserve(bytes) {
+                Ok(r) => return Ok(r),
+                Err(full) => full,
+            };
+            let Some(p) = self.pipelines.iter().find(|p| p.name == full.pipeline) else { return Err(full) };
+            // Waits in line for the full pipeline's room, hands it back, and tries all
+            // pipelines again (all or nothing, so nothing is held while waiting on another).
+            let room = async {
+                drop(p.budget.acquire_many(weight(bytes)).await);
+                drop(p.tx.reserve().await);
+            };
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return Err(full);
+            }
+        }
+    }
+}
+
+/// A body's share of a pipeline's budget. One larger than the whole budget waits for an
+/// empty pipeline instead of never fitting.
+fn weight(bytes: usize) -> u32 {
+    u32::try_from(bytes.clamp(1, PIPELINE_BUDGET_BYTES)).unwrap_or(u32::MAX)
 }
 
 /// Room for one batch in every pipeline of a receiver; dropping it gives the room back.
@@ -140,6 +168,24 @@ mod tests {
         assert!(consumer.try_consume(Vec::new(), 3 * PIPELINE_BUDGET_BYTES).is_err());
         while rx.try_recv().is_ok() {}
         assert!(consumer.try_consume(Vec::new(), 3 * PIPELINE_BUDGET_BYTES).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_a_little_for_room_then_gets_it_or_is_refused() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let consumer = Consumer::new(vec![PipelineInput::new("traces", tx)]);
+        assert!(consumer.try_consume(Vec::new(), PIPELINE_BUDGET_BYTES).is_ok());
+        // Nobody frees room: refused once patience runs out.
+        let refused = consumer.reserve(1, Duration::from_millis(50)).await;
+        assert_eq!(refused.err(), Some(Backpressure { pipeline: "traces".into() }));
+        // The pipeline takes its batch 30 ms in: the waiting request gets in.
+        let taker = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            drop(rx.recv().await);
+            rx
+        });
+        assert!(consumer.reserve(1, Duration::from_secs(5)).await.is_ok());
+        drop(taker.await);
     }
 
     #[test]

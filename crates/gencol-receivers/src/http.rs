@@ -34,6 +34,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// not stall every other connection served by the same worker thread.
 pub(crate) const INLINE_DECODE_LIMIT: usize = 256 * 1024;
 
+/// How long a request waits for room in a full pipeline before the answer is 503.
+pub(crate) const RESERVE_PATIENCE: Duration = Duration::from_millis(500);
+
 /// Why a receiver could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {

@@ -13,8 +13,8 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::http::{
-    BearerAuth, Body, BodyError, Endpoint, INLINE_DECODE_LIMIT, compression, json, json_error, media_type, read_body,
-    with_status_headers,
+    BearerAuth, Body, BodyError, Endpoint, INLINE_DECODE_LIMIT, RESERVE_PATIENCE, compression, json, json_error,
+    media_type, read_body, with_status_headers,
 };
 
 /// The one path this receiver serves.
@@ -105,8 +105,8 @@ impl GenerationsService {
             Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
 
-        // Room first: under overload the answer is a cheap 503, not a decoded batch thrown away.
-        let reservation = match self.consumer.try_reserve(body.len()) {
+        // Room first: under overload the answer is a 503, not a decoded batch thrown away.
+        let reservation = match self.consumer.reserve(body.len(), RESERVE_PATIENCE).await {
             Ok(r) => r,
             Err(full) => {
                 tracing::debug!(pipeline = %full.pipeline, "pipeline full: answering 503");

@@ -13,8 +13,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess
 use prost::Message;
 
 use crate::http::{
-    BearerAuth, Body, BodyError, Endpoint, INLINE_DECODE_LIMIT, answer, compression, media_type, read_body,
-    with_status_headers,
+    BearerAuth, Body, BodyError, Endpoint, INLINE_DECODE_LIMIT, RESERVE_PATIENCE, answer, compression, media_type,
+    read_body, with_status_headers,
 };
 
 /// The one path this receiver serves.
@@ -118,8 +118,8 @@ impl OtlpService {
             e => Refusal::new(StatusCode::BAD_REQUEST, e.to_string()),
         })?;
 
-        // Room first: under overload the answer is a cheap 503, not a decoded batch thrown away.
-        let reservation = self.consumer.try_reserve(body.len()).map_err(|full| {
+        // Room first: under overload the answer is a 503, not a decoded batch thrown away.
+        let reservation = self.consumer.reserve(body.len(), RESERVE_PATIENCE).await.map_err(|full| {
             tracing::debug!(pipeline = %full.pipeline, "pipeline full: answering 503");
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "pipeline full, retry")
         })?;
