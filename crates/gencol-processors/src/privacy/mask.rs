@@ -390,7 +390,8 @@ fn literal_finder() -> Option<&'static aho_corasick::packed::Searcher> {
 /// hex letters), which makes the set scan cost a few nanoseconds a byte; what they need is
 /// rare and found with byte searches that skip most of the text:
 /// - email: an `@`; international phone: `+` and a digit 1–9;
-/// - IPv6: `::`, or a hex digit, `:`, a hex digit (every form of [`IPV6`] contains one);
+/// - IPv6: `::`, or two colons around a group of 1–4 hex digits with hex digits outside
+///   (every form of [`IPV6`] has seven or six colons, or `::`);
 /// - API keys and markers: one of the literals of [`literal_finder`];
 /// - IPv4: a digit, then `.d.d.d` with 1–3 digits each;
 /// - card: 13 digits within 25 bytes (13 digits and at most 12 single separators);
@@ -404,12 +405,18 @@ fn may_match_builtin(text: &[u8]) -> bool {
     if memchr::memchr_iter(b'+', text).any(|i| matches!(at(i + 1), b'1'..=b'9')) {
         return true;
     }
-    let colon_pair = |i: usize| {
-        let before = i.checked_sub(1).map_or(0, |j| text[j]);
-        let after = at(i + 1);
-        after == b':' || (before.is_ascii_hexdigit() && after.is_ascii_hexdigit())
+    // `::`, or hex digit, `:`, 1–4 hex digits, `:`, hex digit (so a time like 10:30 is not one).
+    let ipv6_like = |i: usize| {
+        if at(i + 1) == b':' {
+            return true;
+        }
+        if !i.checked_sub(1).is_some_and(|j| text[j].is_ascii_hexdigit()) {
+            return false;
+        }
+        let group = (1..=4).take_while(|k| at(i + k).is_ascii_hexdigit()).count();
+        group > 0 && at(i + group + 1) == b':' && at(i + group + 2).is_ascii_hexdigit()
     };
-    if memchr::memchr_iter(b':', text).any(colon_pair) {
+    if memchr::memchr_iter(b':', text).any(ipv6_like) {
         return true;
     }
     if literals.find(text).is_some() {
