@@ -37,7 +37,7 @@ fn prose() -> String {
     let mut i = 0usize;
     while text.len() < 12_000 {
         text.push_str(words[i * 7 % words.len()]);
-        text.push(if i % 11 == 0 { '.' } else { ' ' });
+        text.push(if i.is_multiple_of(11) { '.' } else { ' ' });
         i += 1;
     }
     text
