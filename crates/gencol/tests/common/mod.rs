@@ -45,6 +45,20 @@ impl Gencol {
     /// pipeline) first, then `yaml` (ports filled in as in [`Gencol::start`]) merged over
     /// them, so a test can run `pipelines/*.yaml` on free ports with short windows.
     pub fn start_configs(files: &[&Path], yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Gencol {
+        // A port found free can be taken by a parallel test before gencol binds it; gencol
+        // then refuses to start (no half-start), and the test starts it again on new ports.
+        for attempt in 0.. {
+            let mut g = Self::spawn(files, yaml, args, env);
+            match g.wait_listening(g.generations_port) {
+                Ok(()) => return g,
+                Err(e) if attempt < 2 && e.contains("cannot listen") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    fn spawn(files: &[&Path], yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Gencol {
         let generations_port = free_port();
         let otlp_port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -64,23 +78,21 @@ impl Gencol {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn gencol");
-        let mut g = Gencol { child: Some(child), dir, generations_port, otlp_port };
-        g.wait_listening(generations_port);
-        g
+        Gencol { child: Some(child), dir, generations_port, otlp_port }
     }
 
-    fn wait_listening(&mut self, port: u16) {
+    fn wait_listening(&mut self, port: u16) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("gencol exited early ({status}):\n{}", self.stderr());
+                return Err(format!("gencol exited early ({status}):\n{}", self.stderr()));
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("gencol did not listen on {port} within 20s:\n{}", self.stderr());
+        Err(format!("gencol did not listen on {port} within 20s:\n{}", self.stderr()))
     }
 
     pub fn generations_url(&self) -> String {
