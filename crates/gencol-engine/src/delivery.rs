@@ -21,11 +21,24 @@ use crate::component::{ExportError, Exporter};
 /// The keys every exporter accepts besides its own.
 pub const DELIVERY_KEYS: [&str; 4] = ["timeout", "retry", "queue", "privacy_mode"];
 
-/// Spans per export request at most; a larger backlog goes out in several requests.
-/// A generation span with its content is several KiB, so this keeps a request to a few
-/// MiB (under backends' request limits) and a send in flight, holding its spans and
-/// their encoding, to about twice that.
-const MAX_BATCH_SPANS: usize = 256;
+/// What one export request carries at most: spans, and their encoded size (protobuf,
+/// as the queue counts it). Small spans go out 1,024 at a time; generation spans with
+/// their content (several KiB each) stop at 4 MiB, which keeps a request under backends'
+/// limits and a send in flight, holding its spans and their encoding, to a few MiB.
+const MAX_BATCH: BatchLimit = BatchLimit { spans: 1024, bytes: 4 * 1024 * 1024 };
+
+#[derive(Clone, Copy, Debug)]
+struct BatchLimit {
+    spans: usize,
+    bytes: usize,
+}
+
+impl BatchLimit {
+    /// What is left of this limit after a batch of `spans` spans and `bytes` bytes.
+    fn after(self, spans: usize, bytes: usize) -> BatchLimit {
+        BatchLimit { spans: self.spans.saturating_sub(spans), bytes: self.bytes.saturating_sub(bytes) }
+    }
+}
 
 /// How long a partial batch waits for more spans before it is sent: short next to a
 /// backend's own ingest delay, long enough that a steady trickle goes out in batches.
@@ -206,11 +219,11 @@ impl ExporterQueue {
         }
     }
 
-    /// Takes up to `max` spans; waits while empty; `None` once closed and drained.
-    async fn pop(&self, max: usize) -> Option<Vec<SpanItem>> {
+    /// Takes a batch within `limit`; waits while empty; `None` once closed and drained.
+    async fn pop(&self, limit: BatchLimit) -> Option<(Vec<SpanItem>, usize)> {
         loop {
             let notified = self.not_empty.notified();
-            if let Some(batch) = self.take(max) {
+            if let Some(batch) = self.take(limit) {
                 return Some(batch);
             }
             if self.is_closed() {
@@ -220,19 +233,26 @@ impl ExporterQueue {
         }
     }
 
-    /// Takes up to `max` spans if any are queued, without waiting.
-    fn take(&self, max: usize) -> Option<Vec<SpanItem>> {
+    /// Takes queued spans within `limit` (at least one span when any is queued and the
+    /// limit is not used up), with their byte count, without waiting.
+    fn take(&self, limit: BatchLimit) -> Option<(Vec<SpanItem>, usize)> {
+        if limit.spans == 0 || limit.bytes == 0 {
+            return None;
+        }
         let mut s = self.lock();
         let (mut first, first_bytes) = s.jobs.pop_front()?;
         let mut bytes = first_bytes;
-        if first.len() > max {
-            let rest = first.split_off(max);
-            let rest_bytes = first_bytes.saturating_sub(first_bytes * max / (max + rest.len()));
+        // A job over the limit is split; its bytes are shared out by span count.
+        let by_bytes = if first_bytes > limit.bytes { first.len() * limit.bytes / first_bytes } else { first.len() };
+        let keep = first.len().min(limit.spans).min(by_bytes).max(1);
+        if first.len() > keep {
+            let rest = first.split_off(keep);
+            let rest_bytes = first_bytes.saturating_sub(first_bytes * keep / (keep + rest.len()));
             bytes = first_bytes - rest_bytes;
             s.jobs.push_front((rest, rest_bytes));
         }
-        while let Some((next, _)) = s.jobs.front() {
-            if first.len() + next.len() > max {
+        while let Some((next, next_bytes)) = s.jobs.front() {
+            if first.len() + next.len() > limit.spans || bytes + next_bytes > limit.bytes {
                 break;
             }
             let (next, b) = s.jobs.pop_front().unwrap_or_default();
@@ -243,7 +263,7 @@ impl ExporterQueue {
         s.bytes = s.bytes.saturating_sub(bytes);
         drop(s);
         self.not_full.notify_waiters();
-        Some(first)
+        Some((first, bytes))
     }
 
     fn is_closed(&self) -> bool {
@@ -277,22 +297,22 @@ pub(crate) async fn run_exporter(
         // the queue and go out together, instead of being taken early in small batches.
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
         let batch = tokio::select! {
-            b = queue.pop(MAX_BATCH_SPANS) => b,
+            b = queue.pop(MAX_BATCH) => b,
             _ = stop.cancelled() => None,
         };
-        let Some(mut batch) = batch else { break };
+        let Some((mut batch, mut bytes)) = batch else { break };
         // A trickle (a few generations a millisecond) would otherwise go out a span or
         // two per request, and each request costs far more than the spans in it. What
         // arrives within BATCH_LINGER joins this batch; a full batch, and shutdown,
         // never wait.
-        if batch.len() < MAX_BATCH_SPANS && !queue.is_closed() {
+        if batch.len() < MAX_BATCH.spans && bytes < MAX_BATCH.bytes && !queue.is_closed() {
             tokio::select! {
                 _ = tokio::time::sleep(BATCH_LINGER) => {}
                 _ = stop.cancelled() => {}
             }
-            while batch.len() < MAX_BATCH_SPANS {
-                let Some(more) = queue.take(MAX_BATCH_SPANS - batch.len()) else { break };
+            while let Some((more, more_bytes)) = queue.take(MAX_BATCH.after(batch.len(), bytes)) {
                 batch.extend(more);
+                bytes += more_bytes;
             }
         }
         let (id, exporter, settings, stats, stop) =
@@ -412,8 +432,34 @@ mod tests {
     use gencol_model::{Origin, SpanItem};
 
     fn items(n: usize) -> Vec<SpanItem> {
+        named(n, "")
+    }
+
+    fn named(n: usize, name: &str) -> Vec<SpanItem> {
         let origin = Arc::new(Origin::default());
-        (0..n).map(|_| SpanItem { origin: origin.clone(), span: Default::default(), generation: None }).collect()
+        let span = opentelemetry_proto::tonic::trace::v1::Span { name: name.to_owned(), ..Default::default() };
+        (0..n).map(|_| SpanItem { origin: origin.clone(), span: span.clone(), generation: None }).collect()
+    }
+
+    fn spans(n: usize) -> BatchLimit {
+        BatchLimit { spans: n, bytes: usize::MAX }
+    }
+
+    #[tokio::test]
+    async fn batches_stop_at_the_byte_limit_too() {
+        let q = ExporterQueue::new(&QueueSettings::default());
+        // 100-byte names: 102 encoded bytes a span.
+        q.push(named(10, &"x".repeat(100))).await;
+        let (batch, bytes) = q.pop(BatchLimit { spans: 100, bytes: 350 }).await.unwrap();
+        assert_eq!((batch.len(), bytes), (3, 306));
+        q.push(named(2, &"y".repeat(100))).await;
+        // The 7 left of the first job (714 bytes) fit 800 bytes; the next job (204) would not.
+        let (batch, _) = q.pop(BatchLimit { spans: 100, bytes: 800 }).await.unwrap();
+        assert_eq!(batch.len(), 7);
+        // A span larger than the whole limit still goes, alone.
+        let (batch, _) = q.pop(BatchLimit { spans: 100, bytes: 10 }).await.unwrap();
+        assert_eq!(batch.len(), 1);
+        assert!(q.take(BatchLimit { spans: 0, bytes: 10 }).is_none());
     }
 
     #[tokio::test]
@@ -432,7 +478,7 @@ mod tests {
         let pusher = tokio::spawn(async move { q2.push(items(2)).await });
         tokio::task::yield_now().await;
         assert!(!pusher.is_finished());
-        assert_eq!(q.pop(10).await.unwrap().len(), 2);
+        assert_eq!(q.pop(spans(10)).await.unwrap().0.len(), 2);
         assert!(pusher.await.unwrap());
         assert_eq!(q.len(), 2);
     }
@@ -443,10 +489,10 @@ mod tests {
         q.push(items(3)).await;
         q.push(items(4)).await;
         q.push(items(10)).await;
-        assert_eq!(q.pop(8).await.unwrap().len(), 7);
-        assert_eq!(q.pop(8).await.unwrap().len(), 8);
-        assert_eq!(q.pop(8).await.unwrap().len(), 2);
+        assert_eq!(q.pop(spans(8)).await.unwrap().0.len(), 7);
+        assert_eq!(q.pop(spans(8)).await.unwrap().0.len(), 8);
+        assert_eq!(q.pop(spans(8)).await.unwrap().0.len(), 2);
         q.close();
-        assert!(q.pop(8).await.is_none());
+        assert!(q.pop(spans(8)).await.is_none());
     }
 }
