@@ -44,51 +44,52 @@ pub fn decode_body(body: &[u8], ndjson: bool) -> Result<DecodedBatch, DecodeErro
     }
     let mut out = DecodedBatch::default();
     // UTF-8 is checked once for the whole body instead of string by string; a body
-    // that is not UTF-8 takes the slow path, whose parser says where it breaks.
+    // that is not UTF-8 is read as a JSON tree, whose parser says where it breaks.
     let Ok(text) = std::str::from_utf8(body) else {
-        return decode_values(body, ndjson, out);
+        return decode_tree(body, ndjson, out);
     };
     if ndjson {
         let lines = text.split('\n').filter(|l| !l.bytes().all(|b| b.is_ascii_whitespace()));
         for (index, line) in lines.enumerate() {
-            match fast_record(line) {
-                Some(g) => out.generations.push(g),
-                None => match serde_json::from_str(line) {
-                    Ok(v) => push(&mut out, index, v),
-                    Err(e) => {
-                        out.rejected.push(RecordError { index, error: format!("[{index}]: line is not JSON: {e}") })
-                    }
-                },
+            if let Err(e) = decode_text(&mut out, index, line) {
+                out.rejected.push(not_json_line(index, &e));
             }
         }
         return Ok(out);
     }
     match text.trim_start().as_bytes().first() {
-        Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
-            Ok(records) => {
+        Some(b'[') => {
+            if let Ok(records) = serde_json::from_str::<Vec<&RawValue>>(text) {
                 for (index, raw) in records.into_iter().enumerate() {
-                    match fast_record(raw.get()) {
-                        Some(g) => out.generations.push(g),
-                        None => match serde_json::from_str(raw.get()) {
-                            Ok(v) => push(&mut out, index, v),
-                            // The array parsed, so its items are JSON; kept for completeness.
-                            Err(e) => out.rejected.push(RecordError { index, error: format!("[{index}]: {e}") }),
-                        },
+                    // The array parsed, so each item is JSON and this cannot fail in practice.
+                    if let Err(e) = decode_text(&mut out, index, raw.get()) {
+                        out.rejected.push(RecordError { index, error: format!("[{index}]: {e}") });
                     }
                 }
-                Ok(out)
+                return Ok(out);
             }
-            Err(_) => decode_values(body, ndjson, out),
-        },
-        Some(b'{') => match fast_record(text) {
-            Some(g) => {
+        }
+        Some(b'{') => {
+            if let Some(g) = fast_record(text) {
                 out.generations.push(g);
-                Ok(out)
+                return Ok(out);
             }
-            None => decode_values(body, ndjson, out),
-        },
-        _ => decode_values(body, ndjson, out),
+        }
+        _ => {}
     }
+    // Everything else (an invalid record, a body that is not JSON or not records) gets
+    // the tree path's exact verdict.
+    decode_tree(body, ndjson, out)
+}
+
+/// One record's text: the fast path, else the schema path with its errors; `Err` only
+/// when the text is not JSON.
+fn decode_text(out: &mut DecodedBatch, index: usize, text: &str) -> serde_json::Result<()> {
+    match fast_record(text) {
+        Some(g) => out.generations.push(g),
+        None => push(out, index, serde_json::from_str(text)?),
+    }
+    Ok(())
 }
 
 /// The fast path for one record: typed straight from the text, no JSON tree, no schema
@@ -99,14 +100,14 @@ fn fast_record(text: &str) -> Option<Generation> {
     conforms(&g).then_some(g)
 }
 
-/// The slow path: the body as a JSON tree, each record checked against the schema.
-fn decode_values(body: &[u8], ndjson: bool, mut out: DecodedBatch) -> Result<DecodedBatch, DecodeError> {
+/// The tree path: the body as JSON values, each record checked against the schema.
+fn decode_tree(body: &[u8], ndjson: bool, mut out: DecodedBatch) -> Result<DecodedBatch, DecodeError> {
     if ndjson {
         let lines = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace));
         for (index, line) in lines.enumerate() {
             match serde_json::from_slice(line) {
                 Ok(v) => push(&mut out, index, v),
-                Err(e) => out.rejected.push(RecordError { index, error: format!("[{index}]: line is not JSON: {e}") }),
+                Err(e) => out.rejected.push(not_json_line(index, &e)),
             }
         }
         return Ok(out);
@@ -121,6 +122,10 @@ fn decode_values(body: &[u8], ndjson: bool, mut out: DecodedBatch) -> Result<Dec
         other => return Err(DecodeError::NotRecords(json_type(&other))),
     }
     Ok(out)
+}
+
+fn not_json_line(index: usize, e: &serde_json::Error) -> RecordError {
+    RecordError { index, error: format!("[{index}]: line is not JSON: {e}") }
 }
 
 /// Whether a record that typed cleanly also meets every rule of the shipped schema and

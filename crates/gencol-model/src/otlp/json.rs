@@ -32,46 +32,49 @@ use super::Group;
 
 /// Appends the export request holding `groups` to `out`.
 pub(super) fn write_request(out: &mut Vec<u8>, groups: &[Group<'_>]) {
-    out.extend_from_slice(b"{\"resourceSpans\":[");
-    for (i, g) in groups.iter().enumerate() {
+    write_object(out, |f| {
+        f.key(b"resourceSpans");
+        write_list(f.out, groups, |out, g| {
+            write_object(out, |f| {
+                if let Some(r) = g.resource {
+                    f.key(b"resource");
+                    write_resource(f.out, r);
+                }
+                f.key(b"scopeSpans");
+                write_list(f.out, &g.scopes, |out, s| {
+                    write_object(out, |f| {
+                        if let Some(scope) = s.scope {
+                            f.key(b"scope");
+                            write_scope(f.out, scope);
+                        }
+                        f.key(b"spans");
+                        write_list(f.out, &s.spans, |out, span| write_span(out, span));
+                        f.string_if_set(b"schemaUrl", s.schema_url);
+                    })
+                });
+                f.string_if_set(b"schemaUrl", g.schema_url);
+            })
+        });
+    });
+}
+
+/// `{`, the members `write` adds, `}`.
+fn write_object(out: &mut Vec<u8>, write: impl FnOnce(&mut Fields<'_>)) {
+    out.push(b'{');
+    write(&mut Fields::new(out));
+    out.push(b'}');
+}
+
+/// `[`, each item as `write` writes it, commas between, `]`.
+fn write_list<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut Vec<u8>, &T)) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.push(b'{');
-        let mut f = Fields::new(out);
-        if let Some(r) = g.resource {
-            f.key(b"resource");
-            write_resource(f.out, r);
-        }
-        f.key(b"scopeSpans");
-        f.out.push(b'[');
-        for (j, s) in g.scopes.iter().enumerate() {
-            if j > 0 {
-                f.out.push(b',');
-            }
-            f.out.push(b'{');
-            let mut sf = Fields::new(f.out);
-            if let Some(scope) = s.scope {
-                sf.key(b"scope");
-                write_scope(sf.out, scope);
-            }
-            sf.key(b"spans");
-            sf.out.push(b'[');
-            for (k, span) in s.spans.iter().enumerate() {
-                if k > 0 {
-                    sf.out.push(b',');
-                }
-                write_span(sf.out, span);
-            }
-            sf.out.push(b']');
-            sf.string_if_set(b"schemaUrl", s.schema_url);
-            sf.out.push(b'}');
-        }
-        f.out.push(b']');
-        f.string_if_set(b"schemaUrl", g.schema_url);
-        f.out.push(b'}');
+        write(out, item);
     }
-    out.extend_from_slice(b"]}");
+    out.push(b']');
 }
 
 /// Writes the members of one JSON object, commas between them.
@@ -136,96 +139,76 @@ impl<'a> Fields<'a> {
 }
 
 fn write_resource(out: &mut Vec<u8>, r: &Resource) {
-    out.push(b'{');
-    let mut f = Fields::new(out);
-    f.attributes_if_set(&r.attributes);
-    f.number_if_set(b"droppedAttributesCount", i64::from(r.dropped_attributes_count));
-    if !r.entity_refs.is_empty() {
-        f.key(b"entityRefs");
-        write_serde::<[EntityRef]>(f.out, &r.entity_refs);
-    }
-    out.push(b'}');
+    write_object(out, |f| {
+        f.attributes_if_set(&r.attributes);
+        f.number_if_set(b"droppedAttributesCount", i64::from(r.dropped_attributes_count));
+        if !r.entity_refs.is_empty() {
+            f.key(b"entityRefs");
+            write_serde::<[EntityRef]>(f.out, &r.entity_refs);
+        }
+    });
 }
 
 fn write_scope(out: &mut Vec<u8>, s: &InstrumentationScope) {
-    out.push(b'{');
-    let mut f = Fields::new(out);
-    f.string_if_set(b"name", &s.name);
-    f.string_if_set(b"version", &s.version);
-    f.attributes_if_set(&s.attributes);
-    f.number_if_set(b"droppedAttributesCount", i64::from(s.dropped_attributes_count));
-    out.push(b'}');
+    write_object(out, |f| {
+        f.string_if_set(b"name", &s.name);
+        f.string_if_set(b"version", &s.version);
+        f.attributes_if_set(&s.attributes);
+        f.number_if_set(b"droppedAttributesCount", i64::from(s.dropped_attributes_count));
+    });
 }
 
 fn write_span(out: &mut Vec<u8>, s: &Span) {
-    out.push(b'{');
-    let mut f = Fields::new(out);
-    f.hex_if_set(b"traceId", &s.trace_id);
-    f.hex_if_set(b"spanId", &s.span_id);
-    f.string_if_set(b"traceState", &s.trace_state);
-    f.hex_if_set(b"parentSpanId", &s.parent_span_id);
-    f.number_if_set(b"flags", i64::from(s.flags));
-    f.string_if_set(b"name", &s.name);
-    f.number_if_set(b"kind", i64::from(s.kind));
-    f.u64_if_set(b"startTimeUnixNano", s.start_time_unix_nano);
-    f.u64_if_set(b"endTimeUnixNano", s.end_time_unix_nano);
-    f.attributes_if_set(&s.attributes);
-    f.number_if_set(b"droppedAttributesCount", i64::from(s.dropped_attributes_count));
-    if !s.events.is_empty() {
-        f.key(b"events");
-        f.out.push(b'[');
-        for (i, e) in s.events.iter().enumerate() {
-            if i > 0 {
-                f.out.push(b',');
-            }
-            f.out.push(b'{');
-            let mut ef = Fields::new(f.out);
-            ef.u64_if_set(b"timeUnixNano", e.time_unix_nano);
-            ef.string_if_set(b"name", &e.name);
-            ef.attributes_if_set(&e.attributes);
-            ef.number_if_set(b"droppedAttributesCount", i64::from(e.dropped_attributes_count));
-            f.out.push(b'}');
+    write_object(out, |f| {
+        f.hex_if_set(b"traceId", &s.trace_id);
+        f.hex_if_set(b"spanId", &s.span_id);
+        f.string_if_set(b"traceState", &s.trace_state);
+        f.hex_if_set(b"parentSpanId", &s.parent_span_id);
+        f.number_if_set(b"flags", i64::from(s.flags));
+        f.string_if_set(b"name", &s.name);
+        f.number_if_set(b"kind", i64::from(s.kind));
+        f.u64_if_set(b"startTimeUnixNano", s.start_time_unix_nano);
+        f.u64_if_set(b"endTimeUnixNano", s.end_time_unix_nano);
+        f.attributes_if_set(&s.attributes);
+        f.number_if_set(b"droppedAttributesCount", i64::from(s.dropped_attributes_count));
+        if !s.events.is_empty() {
+            f.key(b"events");
+            write_list(f.out, &s.events, |out, e| {
+                write_object(out, |f| {
+                    f.u64_if_set(b"timeUnixNano", e.time_unix_nano);
+                    f.string_if_set(b"name", &e.name);
+                    f.attributes_if_set(&e.attributes);
+                    f.number_if_set(b"droppedAttributesCount", i64::from(e.dropped_attributes_count));
+                })
+            });
         }
-        f.out.push(b']');
-    }
-    f.number_if_set(b"droppedEventsCount", i64::from(s.dropped_events_count));
-    if !s.links.is_empty() {
-        f.key(b"links");
-        f.out.push(b'[');
-        for (i, l) in s.links.iter().enumerate() {
-            if i > 0 {
-                f.out.push(b',');
-            }
-            f.out.push(b'{');
-            let mut lf = Fields::new(f.out);
-            lf.hex_if_set(b"traceId", &l.trace_id);
-            lf.hex_if_set(b"spanId", &l.span_id);
-            lf.string_if_set(b"traceState", &l.trace_state);
-            lf.attributes_if_set(&l.attributes);
-            lf.number_if_set(b"droppedAttributesCount", i64::from(l.dropped_attributes_count));
-            lf.number_if_set(b"flags", i64::from(l.flags));
-            f.out.push(b'}');
+        f.number_if_set(b"droppedEventsCount", i64::from(s.dropped_events_count));
+        if !s.links.is_empty() {
+            f.key(b"links");
+            write_list(f.out, &s.links, |out, l| {
+                write_object(out, |f| {
+                    f.hex_if_set(b"traceId", &l.trace_id);
+                    f.hex_if_set(b"spanId", &l.span_id);
+                    f.string_if_set(b"traceState", &l.trace_state);
+                    f.attributes_if_set(&l.attributes);
+                    f.number_if_set(b"droppedAttributesCount", i64::from(l.dropped_attributes_count));
+                    f.number_if_set(b"flags", i64::from(l.flags));
+                })
+            });
         }
-        f.out.push(b']');
-    }
-    f.number_if_set(b"droppedLinksCount", i64::from(s.dropped_links_count));
-    if let Some(status) = &s.status {
-        f.key(b"status");
-        f.out.push(b'{');
-        let mut sf = Fields::new(f.out);
-        sf.string_if_set(b"message", &status.message);
-        sf.number_if_set(b"code", i64::from(status.code));
-        f.out.push(b'}');
-    }
-    out.push(b'}');
+        f.number_if_set(b"droppedLinksCount", i64::from(s.dropped_links_count));
+        if let Some(status) = &s.status {
+            f.key(b"status");
+            write_object(f.out, |f| {
+                f.string_if_set(b"message", &status.message);
+                f.number_if_set(b"code", i64::from(status.code));
+            });
+        }
+    });
 }
 
 fn write_key_values(out: &mut Vec<u8>, kvs: &[KeyValue]) {
-    out.push(b'[');
-    for (i, kv) in kvs.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    write_list(out, kvs, |out, kv| {
         // `key` is required by readers, even when empty.
         out.extend_from_slice(b"{\"key\":");
         write_str(out, &kv.key);
@@ -238,8 +221,7 @@ fn write_key_values(out: &mut Vec<u8>, kvs: &[KeyValue]) {
             write_display(out, kv.key_strindex);
         }
         out.push(b'}');
-    }
-    out.push(b']');
+    });
 }
 
 fn write_any_value(out: &mut Vec<u8>, v: &AnyValue) {
@@ -266,14 +248,9 @@ fn write_any_value(out: &mut Vec<u8>, v: &AnyValue) {
             out.push(b'}');
         }
         Some(Value::ArrayValue(a)) => {
-            out.extend_from_slice(b"{\"arrayValue\":{\"values\":[");
-            for (i, item) in a.values.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_any_value(out, item);
-            }
-            out.extend_from_slice(b"]}}");
+            out.extend_from_slice(b"{\"arrayValue\":{\"values\":");
+            write_list(out, &a.values, write_any_value);
+            out.extend_from_slice(b"}}");
         }
         Some(Value::KvlistValue(l)) => {
             out.extend_from_slice(b"{\"kvlistValue\":{\"values\":");

@@ -47,15 +47,15 @@ impl Gencol {
     pub fn start_configs(files: &[&Path], yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Gencol {
         // A port found free can be taken by a parallel test before gencol binds it; gencol
         // then refuses to start (no half-start), and the test starts it again on new ports.
-        for attempt in 0.. {
+        let mut attempts = 1;
+        loop {
             let mut g = Self::spawn(files, yaml, args, env);
             match g.wait_listening(g.generations_port) {
                 Ok(()) => return g,
-                Err(e) if attempt < 2 && e.contains("cannot listen") => continue,
+                Err(e) if attempts < 3 && e.contains("cannot listen") => attempts += 1,
                 Err(e) => panic!("{e}"),
             }
         }
-        unreachable!("the loop returns or panics")
     }
 
     fn spawn(files: &[&Path], yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Gencol {
