@@ -76,12 +76,17 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
 
 /// Writes `items` as a compact JSON array.
 pub fn write_array(out: &mut Vec<u8>, items: &[Value]) {
+    write_list(out, items, write_value);
+}
+
+/// `[`, each item as `write` writes it, commas between, `]`.
+pub fn write_list<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut Vec<u8>, &T)) {
     out.push(b'[');
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_value(out, item);
+        write(out, item);
     }
     out.push(b']');
 }

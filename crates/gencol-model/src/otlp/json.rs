@@ -26,6 +26,7 @@ use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::Group;
+use crate::json_write::write_list;
 
 // ---------------------------------------------------------------------------------------
 // Writing
@@ -63,18 +64,6 @@ fn write_object(out: &mut Vec<u8>, write: impl FnOnce(&mut Fields<'_>)) {
     out.push(b'{');
     write(&mut Fields::new(out));
     out.push(b'}');
-}
-
-/// `[`, each item as `write` writes it, commas between, `]`.
-fn write_list<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut Vec<u8>, &T)) {
-    out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write(out, item);
-    }
-    out.push(b']');
 }
 
 /// Writes the members of one JSON object, commas between them.
