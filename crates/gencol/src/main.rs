@@ -11,6 +11,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use gencol_config::{Diagnostics, Located, Node, ServiceConfig, load_files, load_str, process_env};
 use gencol_engine::{Provenance, Registry, ValidatedService};
 
+/// jemalloc instead of the system allocator: gencol allocates and frees many prompt- and
+/// completion-sized strings per generation, which glibc malloc handled slowly.
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const DEFAULT_PIPELINE: &str = include_str!("default.yaml");
 const DEFAULT_PIPELINE_NAME: &str = "<embedded default pipeline>";
 
