@@ -637,10 +637,11 @@ mod tests {
         assert_eq!(key(&da.generations[0]), key(&da.generations[3]));
         assert_ne!(key(&da.generations[3]), key(&da.generations[4]));
         for g in &da.generations {
+            let tree = |raw: &serde_json::value::RawValue| serde_json::from_str::<Value>(raw.get()).unwrap();
             let msgs = g.request.messages.as_ref().unwrap();
-            let prompt: usize = msgs.iter().map(|m| m["content"].as_str().unwrap().len()).sum();
-            let completion =
-                g.response.as_ref().unwrap().choices.as_ref().unwrap()[0]["message"]["content"].as_str().unwrap().len();
+            let prompt: usize = msgs.iter().map(|m| tree(m)["content"].as_str().unwrap().len()).sum();
+            let choice = tree(&g.response.as_ref().unwrap().choices.as_ref().unwrap()[0]);
+            let completion = choice["message"]["content"].as_str().unwrap().len();
             assert!((900..2_600).contains(&(prompt + completion)), "{}", prompt + completion);
         }
     }

@@ -139,7 +139,9 @@ fn conforms(g: &Generation) -> bool {
         (min..=max).contains(&n)
     };
     let non_negative = |v: Option<i64>| v.is_none_or(|v| v >= 0);
-    let all_objects = |items: &Option<Vec<Value>>| items.as_ref().is_none_or(|v| v.iter().all(Value::is_object));
+    let all_objects = |items: &Option<Vec<Box<RawValue>>>| {
+        items.as_ref().is_none_or(|v| v.iter().all(|raw| raw.get().trim_start().starts_with('{')))
+    };
     let text_or_array = |v: &Option<Value>| v.as_ref().is_none_or(|v| v.is_string() || v.is_array());
     let r = &g.request;
     let trace_ok = r.trace.as_ref().is_none_or(|t| {

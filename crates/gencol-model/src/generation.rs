@@ -1,6 +1,7 @@
 //! The generation record (SPEC §2) as typed Rust.
 
 use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// One LLM call as the gateway saw it. Unknown fields are accepted and ignored.
@@ -28,7 +29,7 @@ pub struct Generation {
 pub struct Request {
     pub model: String,
     #[serde(default, deserialize_with = "non_null")]
-    pub messages: Option<Vec<Value>>,
+    pub messages: Option<Vec<Box<RawValue>>>,
     #[serde(default, deserialize_with = "non_null")]
     pub prompt: Option<Value>,
     #[serde(default, deserialize_with = "non_null")]
@@ -56,7 +57,7 @@ pub struct Request {
     #[serde(default)]
     pub stream: Option<bool>,
     #[serde(default)]
-    pub tools: Option<Vec<Value>>,
+    pub tools: Option<Vec<Box<RawValue>>>,
     #[serde(default)]
     pub user: Option<String>,
     #[serde(default)]
@@ -74,7 +75,7 @@ pub struct Response {
     #[serde(default)]
     pub model: Option<String>,
     #[serde(default)]
-    pub choices: Option<Vec<Value>>,
+    pub choices: Option<Vec<Box<RawValue>>>,
     #[serde(default)]
     pub output: Option<Vec<Value>>,
     #[serde(default)]

@@ -91,6 +91,58 @@ pub fn write_list<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut 
     out.push(b']');
 }
 
+/// Writes JSON text that is already valid (a [`serde_json::value::RawValue`]'s) compactly:
+/// whitespace between tokens dropped, strings and numbers copied as they are. Returns
+/// `false`, with nothing written, when a string holds an escape that [`write_str`] would not
+/// write (`\/`, or `\u` for anything but a control character): such text must be parsed
+/// and written again, so that what later stages (the privacy rules) search is the plain
+/// characters, not `\u0040` for `@`.
+pub fn write_raw_compact(out: &mut Vec<u8>, raw: &str) -> bool {
+    let start = out.len();
+    let bytes = raw.as_bytes();
+    out.reserve(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b' ' | b'\n' | b'\r' | b'\t' => i += 1,
+            b'"' => match string_end(bytes, i) {
+                Some(end) => {
+                    out.extend_from_slice(&bytes[i..end]);
+                    i = end;
+                }
+                None => {
+                    out.truncate(start);
+                    return false;
+                }
+            },
+            _ => {
+                let run = bytes[i..].iter().position(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t' | b'"'));
+                let end = run.map_or(bytes.len(), |n| i + n);
+                out.extend_from_slice(&bytes[i..end]);
+                i = end;
+            }
+        }
+    }
+    true
+}
+
+/// The end (one past the closing quote) of the JSON string opening at `open`, if every
+/// escape in it is one [`write_str`] writes.
+fn string_end(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', &bytes[i..])?;
+        if bytes[i] == b'"' {
+            return Some(i + 1);
+        }
+        match &bytes[i + 1..] {
+            [b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't', ..] => i += 2,
+            [b'u', b'0', b'0', b'0' | b'1', h, ..] if h.is_ascii_hexdigit() => i += 6,
+            _ => return None,
+        }
+    }
+}
+
 enum Escape {
     Short(u8),
     Unicode,
@@ -161,5 +213,40 @@ mod tests {
         let mut out = Vec::new();
         write_value(&mut out, &v);
         assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&v).unwrap());
+    }
+
+    fn compact(raw: &str) -> Option<String> {
+        let mut out = b"kept".to_vec();
+        let written = write_raw_compact(&mut out, raw);
+        let text = String::from_utf8(out).expect("UTF-8");
+        let rest = text.strip_prefix("kept").expect("what was there stays");
+        if written {
+            Some(rest.to_owned())
+        } else {
+            assert_eq!(rest, "", "nothing written on refusal");
+            None
+        }
+    }
+
+    #[test]
+    fn raw_json_is_compacted_to_what_serde_json_writes() {
+        // Keys already in serde_json's (sorted) order, so the bytes must match exactly.
+        let cases = [
+            "{ \"content\" : \"a b\\n\\\"c\\\"\\t\\u001f\\\\\" ,\n \"role\":\"user\" }",
+            "[ 1 , -2 , true , false , null , { } , [ ] , \"x y\" ]",
+            "\t{\"a\":[{\"b\":\"  spaces  stay  \"}],\"c\":\"é 日本\"}\r\n",
+            "\"ends with an escaped quote \\\"\"",
+        ];
+        for raw in cases {
+            let value: Value = serde_json::from_str(raw).expect("valid JSON");
+            assert_eq!(compact(raw).as_deref(), Some(serde_json::to_string(&value).unwrap().as_str()), "{raw}");
+        }
+    }
+
+    #[test]
+    fn raw_json_with_escapes_serde_json_would_not_write_is_refused() {
+        for raw in ["\"a\\/b\"", "{\"e\":\"me\\u0040example.com\"}", "[\"\\ud83c\\udf89\"]", "\"\\u00e9\""] {
+            assert_eq!(compact(raw), None, "{raw}");
+        }
     }
 }

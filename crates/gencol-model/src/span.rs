@@ -136,10 +136,8 @@ fn generation_attributes(g: &Generation) -> Vec<KeyValue> {
         a.push(attr::string("gen_ai.response.model", m));
     }
     a.push(attr::string("gen_ai.response.id", &g.id));
-    let finish_reasons: Vec<String> = resp
-        .and_then(|r| r.choices.as_ref())
-        .map(|cs| cs.iter().filter_map(|c| c.get("finish_reason").and_then(Value::as_str).map(str::to_owned)).collect())
-        .unwrap_or_default();
+    let choices = resp.and_then(|r| r.choices.as_deref()).map(content::Choices::read);
+    let finish_reasons = choices.as_ref().map(content::Choices::finish_reasons).unwrap_or_default();
     if let Some(first) = finish_reasons.first() {
         a.push(attr::string("gen_ai.response.finish_reason", first));
         a.push(attr::string_array("gen_ai.response.finish_reasons", finish_reasons.clone()));
@@ -217,22 +215,22 @@ fn generation_attributes(g: &Generation) -> Vec<KeyValue> {
     a.push(attr::int("gen_ai.latency_ms", ((g.completed_at.0 - g.created_at.0) / 1_000_000) as i64));
 
     if let Some(m) = content::input_messages(req) {
-        a.push(attr::string("gen_ai.input.messages", content::json_text(&m)));
+        a.push(attr::string("gen_ai.input.messages", m));
     }
     if let Some(m) = content::system_instructions(req) {
         a.push(attr::string("gen_ai.system_instructions", content::json_text(&m)));
     }
-    if let Some(m) = resp.and_then(content::output_messages) {
-        a.push(attr::string("gen_ai.output.messages", content::json_text(&m)));
+    if let Some(m) = resp.and_then(|r| content::output_messages(r, choices.as_ref())) {
+        a.push(attr::string("gen_ai.output.messages", m));
     }
     if let Some(p) = content::legacy_prompt(req) {
         a.push(attr::string("gen_ai.prompt", p));
     }
-    if let Some(c) = resp.and_then(content::completion_text) {
+    if let Some(c) = resp.and_then(|r| content::completion_text(r, choices.as_ref())) {
         a.push(attr::string("gen_ai.completion", c));
     }
     if let Some(tools) = &req.tools {
-        a.push(attr::string("gen_ai.tool.definitions", content::json_array_text(tools)));
+        a.push(attr::string("gen_ai.tool.definitions", content::raw_array_text(tools)));
     }
 
     if let Some(err) = &g.error {
