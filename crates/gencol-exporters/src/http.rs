@@ -65,6 +65,9 @@ pub struct OtlpHttpSender {
     protobuf: bool,
     gzip: bool,
     exporter: String,
+    /// Compressors kept between sends (see [`gzip`]); a send that is cancelled midway
+    /// drops its own.
+    compressors: std::sync::Mutex<Vec<Compress>>,
 }
 
 /// Checks header names and values without revealing the values in messages.
@@ -101,26 +104,65 @@ impl OtlpHttpSender {
             protobuf: s.protobuf,
             gzip: s.gzip,
             exporter: exporter.to_owned(),
+            compressors: std::sync::Mutex::new(Vec::new()),
         })
     }
 
     /// Encodes and sends a batch of spans once, straight from the items (no copy of
     /// the spans: a batch is sent again on retry, so it is only ever borrowed).
     pub async fn send_items(&self, batch: &[SpanItem]) -> Result<(), ExportError> {
-        let encode = || {
+        let body = if batch.len() < LARGE_BATCH_SPANS {
             let body = if self.protobuf { otlp::encode_items_proto(batch) } else { otlp::encode_items_json(batch) };
             if self.gzip { gzip(&body) } else { body }
-        };
-        // Encoding and compressing a large batch takes milliseconds of CPU. Done on the
-        // worker thread, it would hold up every receiver request queued behind it; in
-        // `block_in_place` the worker's other tasks move to another thread meanwhile,
-        // and the batch is still only borrowed.
-        let body = if batch.len() >= OFF_WORKER_SPANS && multi_thread_runtime() {
-            tokio::task::block_in_place(encode)
+        } else if self.protobuf {
+            // Encoding and compressing a large batch takes milliseconds of CPU. In
+            // `block_in_place` the worker's other tasks move to another thread meanwhile;
+            // the batch is still only borrowed.
+            let encode = || {
+                let body = otlp::encode_items_proto(batch);
+                if self.gzip { gzip(&body) } else { body }
+            };
+            if multi_thread_runtime() { tokio::task::block_in_place(encode) } else { encode() }
         } else {
-            encode()
+            self.encode_json_in_parts(batch).await
         };
         self.send_encoded(body, false).await.map(|_| ())
+    }
+
+    /// OTLP/JSON for a large batch, encoded and compressed a part at a time, handing the
+    /// thread back to the runtime between parts: receiver requests that arrive meanwhile
+    /// wait for one part (a fraction of a millisecond), not for the whole batch, even
+    /// when gencol has a single core. (A second thread for the work would share that
+    /// core with the receivers by time slices of milliseconds.)
+    async fn encode_json_in_parts(&self, batch: &[SpanItem]) -> Vec<u8> {
+        let mut writer = otlp::JsonItemsWriter::new(batch);
+        let mut out = Vec::new();
+        if !self.gzip {
+            while !writer.write_some(&mut out, PART_BYTES) {
+                tokio::task::yield_now().await;
+            }
+            return out;
+        }
+        let mut gz = self.compressors.lock().ok().and_then(|mut c| c.pop()).unwrap_or_else(new_gzip);
+        gz.reset();
+        let mut part = Vec::with_capacity(PART_BYTES * 2);
+        loop {
+            part.clear();
+            let done = writer.write_some(&mut part, PART_BYTES);
+            if deflate_into(&mut gz, &part, &mut out, done).is_err() {
+                // Deflating into a Vec has no failure mode; should the library report one,
+                // the batch is encoded again in one go with a new compressor.
+                return gzip_once(&otlp::encode_items_json(batch));
+            }
+            if done {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        if let Ok(mut kept) = self.compressors.lock() {
+            kept.push(gz);
+        }
+        out
     }
 
     /// Encodes and sends one request once. `test` marks it `X-Test-Connection: true`.
@@ -217,9 +259,13 @@ pub(crate) async fn send_once(
     Ok(HttpAnswer { status, retry_after, content_type, body })
 }
 
-/// Batches of at least this many spans are encoded and compressed off the worker thread
-/// (a few hundred microseconds and up); smaller ones cost less than the hand-over.
-const OFF_WORKER_SPANS: usize = 32;
+/// Batches of at least this many spans are encoded and compressed in parts (JSON) or off
+/// the worker thread (protobuf); smaller ones take less than a millisecond in one go.
+const LARGE_BATCH_SPANS: usize = 32;
+
+/// OTLP/JSON written between two yields to the runtime: about 0.1–0.2 ms of encoding
+/// and compressing.
+const PART_BYTES: usize = 32 * 1024;
 
 /// `block_in_place` needs a multi-threaded runtime (gencol's); tests may drive an
 /// exporter from a single-threaded one.
@@ -228,12 +274,35 @@ fn multi_thread_runtime() -> bool {
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
+fn new_gzip() -> Compress {
+    Compress::new_gzip(GzLevel::fast(), 15)
+}
+
+/// Compresses `input` into `out`, and ends the gzip stream when `finish` is set.
+fn deflate_into(gz: &mut Compress, input: &[u8], out: &mut Vec<u8>, finish: bool) -> Result<(), flate2::CompressError> {
+    let flush = if finish { FlushCompress::Finish } else { FlushCompress::None };
+    let start = gz.total_in();
+    loop {
+        if out.capacity() - out.len() < 4096 {
+            out.reserve(out.capacity().max(16 * 1024));
+        }
+        let consumed = usize::try_from(gz.total_in() - start).unwrap_or(input.len()).min(input.len());
+        let status = gz.compress_vec(&input[consumed..], out, flush)?;
+        let all_in = gz.total_in() - start == input.len() as u64;
+        // Without `finish`, done once every byte is in and the output was not full (so
+        // nothing is waiting for room); with it, done at the end of the stream.
+        if status == Status::StreamEnd || (!finish && all_in && out.len() < out.capacity()) {
+            return Ok(());
+        }
+    }
+}
+
 /// gzip at the fastest level, with one compressor per thread reset between bodies:
 /// setting a deflate state up allocates and clears a few hundred KiB, which for an
 /// export of a handful of spans costs as much as compressing them.
 fn gzip(body: &[u8]) -> Vec<u8> {
     thread_local! {
-        static GZIP: RefCell<Compress> = RefCell::new(Compress::new_gzip(GzLevel::fast(), 15));
+        static GZIP: RefCell<Compress> = RefCell::new(new_gzip());
     }
     GZIP.with_borrow_mut(|gz| {
         gz.reset();
@@ -246,7 +315,7 @@ fn gzip(body: &[u8]) -> Vec<u8> {
                 // Deflating a byte slice into a Vec has no failure mode; if the library
                 // ever reports one, the stream is started afresh with a new compressor.
                 Err(_) => {
-                    *gz = Compress::new_gzip(GzLevel::fast(), 15);
+                    *gz = new_gzip();
                     return gzip_once(body);
                 }
             }
@@ -379,6 +448,24 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_written_in_parts_is_one_valid_stream() {
+        use std::io::Read;
+        let text: Vec<u8> = (0..200_000u32).flat_map(|i| format!("span {} ", i * 7919 % 1013).into_bytes()).collect();
+        let mut gz = new_gzip();
+        for _ in 0..2 {
+            gz.reset();
+            let mut out = Vec::new();
+            let parts: Vec<&[u8]> = text.chunks(PART_BYTES).collect();
+            for (i, part) in parts.iter().enumerate() {
+                deflate_into(&mut gz, part, &mut out, i + 1 == parts.len()).expect("deflates");
+            }
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(&out[..]).read_to_end(&mut plain).expect("one valid gzip stream");
+            assert!(plain == text, "the parts decompress to the whole text");
+        }
+    }
 
     #[test]
     fn gzip_reuses_its_compressor_and_stays_valid() {

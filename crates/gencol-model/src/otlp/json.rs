@@ -33,6 +33,16 @@ use crate::json_write::write_list;
 
 /// Appends the export request holding `groups` to `out`.
 pub(super) fn write_request(out: &mut Vec<u8>, groups: &[Group<'_>]) {
+    write_request_with(out, groups, write_span);
+}
+
+/// [`write_request`], with each span written by `span_writer` (which may write nothing
+/// and note where the span goes instead, as [`super::JsonItemsWriter`] does).
+pub(super) fn write_request_with<'a>(
+    out: &mut Vec<u8>,
+    groups: &[Group<'a>],
+    mut span_writer: impl FnMut(&mut Vec<u8>, &'a Span),
+) {
     write_object(out, |f| {
         f.key(b"resourceSpans");
         write_list(f.out, groups, |out, g| {
@@ -49,7 +59,7 @@ pub(super) fn write_request(out: &mut Vec<u8>, groups: &[Group<'_>]) {
                             write_scope(f.out, scope);
                         }
                         f.key(b"spans");
-                        write_list(f.out, &s.spans, |out, span| write_span(out, span));
+                        write_list(f.out, &s.spans, |out, span| span_writer(out, span));
                         f.string_if_set(b"schemaUrl", s.schema_url);
                     })
                 });
@@ -147,7 +157,7 @@ fn write_scope(out: &mut Vec<u8>, s: &InstrumentationScope) {
     });
 }
 
-fn write_span(out: &mut Vec<u8>, s: &Span) {
+pub(super) fn write_span(out: &mut Vec<u8>, s: &Span) {
     write_object(out, |f| {
         f.hex_if_set(b"traceId", &s.trace_id);
         f.hex_if_set(b"spanId", &s.span_id);

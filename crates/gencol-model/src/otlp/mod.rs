@@ -150,6 +150,44 @@ pub fn encode_items_json(items: &[SpanItem]) -> Vec<u8> {
     out
 }
 
+/// [`encode_items_json`] a part at a time: an exporter can compress each part and let
+/// other work run between parts, instead of holding a thread for a whole large batch.
+/// The parts joined are byte for byte what [`encode_items_json`] writes.
+pub struct JsonItemsWriter<'a> {
+    /// The request with every span left out, and where each span goes.
+    skeleton: Vec<u8>,
+    holes: Vec<(usize, &'a Span)>,
+    next: usize,
+    copied: usize,
+}
+
+impl<'a> JsonItemsWriter<'a> {
+    pub fn new(items: &'a [SpanItem]) -> Self {
+        let mut skeleton = Vec::with_capacity(256 + 64 * items.len());
+        let mut holes = Vec::with_capacity(items.len());
+        json::write_request_with(&mut skeleton, &Group::of_items(items), |out, span| holes.push((out.len(), span)));
+        JsonItemsWriter { skeleton, holes, next: 0, copied: 0 }
+    }
+
+    /// Appends the next part, spans until `out` has grown by `budget` bytes or more;
+    /// `true` once the request is complete.
+    pub fn write_some(&mut self, out: &mut Vec<u8>, budget: usize) -> bool {
+        let start = out.len();
+        while let Some(&(at, span)) = self.holes.get(self.next) {
+            out.extend_from_slice(&self.skeleton[self.copied..at]);
+            self.copied = at;
+            json::write_span(out, span);
+            self.next += 1;
+            if out.len() - start >= budget {
+                return false;
+            }
+        }
+        out.extend_from_slice(&self.skeleton[self.copied..]);
+        self.copied = self.skeleton.len();
+        true
+    }
+}
+
 /// `encode_proto(&to_request(items))`, byte for byte, without copying the spans.
 pub fn encode_items_proto(items: &[SpanItem]) -> Vec<u8> {
     let groups = Group::of_items(items);
@@ -446,5 +484,29 @@ mod tests {
         assert_eq!(decode_json(&encode_items_json(&items)), decode_json(&encode_json(&to_request(&items))));
         assert_eq!(encode_items_proto(&[]), encode_proto(&to_request(&[])));
         assert_eq!(decode_json(&encode_items_json(&[])).unwrap(), ExportTraceServiceRequest::default());
+    }
+
+    #[test]
+    fn json_written_in_parts_is_the_whole_encoding() {
+        for items in [items(), Vec::new()] {
+            let whole = encode_items_json(&items);
+            for budget in [0, 1, 200, 5_000, usize::MAX] {
+                let mut writer = JsonItemsWriter::new(&items);
+                let (mut joined, mut parts) = (Vec::new(), 0);
+                loop {
+                    parts += 1;
+                    let mut part = Vec::new();
+                    let done = writer.write_some(&mut part, budget);
+                    joined.extend(part);
+                    if done {
+                        break;
+                    }
+                }
+                assert_eq!(joined, whole, "budget {budget}");
+                if budget <= 1 {
+                    assert_eq!(parts, items.len() + 1, "one span a part, then the closing part");
+                }
+            }
+        }
     }
 }
