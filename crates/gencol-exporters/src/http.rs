@@ -134,21 +134,37 @@ impl OtlpHttpSender {
     /// wait for one part (a fraction of a millisecond), not for the whole batch, even
     /// when gencol has a single core. (A second thread for the work would share that
     /// core with the receivers by time slices of milliseconds.)
+    ///
+    /// A part is 32 KiB, or an eighth of the batch when that is more: a batch grows past
+    /// a few hundred spans only when the exporter falls behind, and then its parts must be
+    /// large enough that it keeps up with receivers that always have work.
     async fn encode_json_in_parts(&self, batch: &[SpanItem]) -> Vec<u8> {
         let mut writer = otlp::JsonItemsWriter::new(batch);
         let mut out = Vec::new();
+        let mut budget = PART_BYTES;
+        let mut written = 0;
+        let mut next_budget = |part_len: usize, spans: usize| {
+            written += part_len;
+            // Bytes a span so far, times the batch, an eighth of it.
+            (written / spans.max(1) * batch.len() / 8).max(PART_BYTES)
+        };
         if !self.gzip {
-            while !writer.write_some(&mut out, PART_BYTES) {
+            loop {
+                let before = out.len();
+                if writer.write_some(&mut out, budget) {
+                    return out;
+                }
+                budget = next_budget(out.len() - before, writer.spans_written());
                 tokio::task::yield_now().await;
             }
-            return out;
         }
         let mut gz = self.compressors.lock().ok().and_then(|mut c| c.pop()).unwrap_or_else(new_gzip);
         gz.reset();
         let mut part = Vec::with_capacity(PART_BYTES * 2);
         loop {
             part.clear();
-            let done = writer.write_some(&mut part, PART_BYTES);
+            let done = writer.write_some(&mut part, budget);
+            budget = next_budget(part.len(), writer.spans_written());
             if deflate_into(&mut gz, &part, &mut out, done).is_err() {
                 // Deflating into a Vec has no failure mode; should the library report one,
                 // the batch is encoded again in one go with a new compressor.

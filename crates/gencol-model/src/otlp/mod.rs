@@ -169,6 +169,11 @@ impl<'a> JsonItemsWriter<'a> {
         JsonItemsWriter { skeleton, holes, next: 0, copied: 0 }
     }
 
+    /// Spans written so far.
+    pub fn spans_written(&self) -> usize {
+        self.next
+    }
+
     /// Appends the next part, spans until `out` has grown by `budget` bytes or more;
     /// `true` once the request is complete.
     pub fn write_some(&mut self, out: &mut Vec<u8>, budget: usize) -> bool {
