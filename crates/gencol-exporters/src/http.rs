@@ -323,17 +323,13 @@ fn gzip(body: &[u8]) -> Vec<u8> {
     GZIP.with_borrow_mut(|gz| {
         gz.reset();
         let mut out = Vec::with_capacity(body.len() / 3 + 64);
-        loop {
-            let consumed = usize::try_from(gz.total_in()).unwrap_or(body.len()).min(body.len());
-            match gz.compress_vec(&body[consumed..], &mut out, FlushCompress::Finish) {
-                Ok(Status::StreamEnd) => return out,
-                Ok(_) => out.reserve(out.capacity().max(64)),
-                // Deflating a byte slice into a Vec has no failure mode; if the library
-                // ever reports one, the stream is started afresh with a new compressor.
-                Err(_) => {
-                    *gz = new_gzip();
-                    return gzip_once(body);
-                }
+        match deflate_into(gz, body, &mut out, true) {
+            Ok(()) => out,
+            // Deflating a byte slice into a Vec has no failure mode; if the library ever
+            // reports one, the stream is started afresh with a new compressor.
+            Err(_) => {
+                *gz = new_gzip();
+                gzip_once(body)
             }
         }
     })
