@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the work gencol does for every generation: decode the record
 //! (JSON, schema checks, typing), build its span, and encode a batch of 100 spans as
-//! OTLP/JSON and OTLP/protobuf; plus decoding OTLP/JSON, the `otlp` receiver's part.
+//! OTLP/JSON and OTLP/protobuf, and gzip that JSON as the exporters do (fastest level);
+//! plus decoding OTLP/JSON, the `otlp` receiver's part.
 //! `gencol-bench` measures the whole binary; these say which function moved.
 //!
 //! Run with `cargo bench -p gencol-model`. Records are the README's example (1.4 KB of
@@ -38,6 +39,59 @@ fn body(n: usize) -> Vec<u8> {
     serde_json::to_vec(&records).expect("values serialise")
 }
 
+/// About 1 KB of prose that differs from record to record word by word (a fixed
+/// pseudo-random walk over a word list), so gzip sees text as varied as real prompts,
+/// not the same record a hundred times.
+fn varied_text(i: usize) -> String {
+    const WORDS: [&str; 32] = [
+        "invoice",
+        "hotel",
+        "the",
+        "quarterly",
+        "report",
+        "flagged",
+        "three",
+        "meals",
+        "over",
+        "policy",
+        "limit",
+        "and",
+        "a",
+        "missing",
+        "receipt",
+        "for",
+        "Berlin",
+        "taxi",
+        "approve",
+        "reject",
+        "summarise",
+        "vendor",
+        "total",
+        "tax",
+        "currency",
+        "EUR",
+        "conference",
+        "travel",
+        "team",
+        "dinner",
+        "client",
+        "review",
+    ];
+    let mut state = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut text = String::with_capacity(1100);
+    while text.len() < 1000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        text.push_str(WORDS[(state % 32) as usize]);
+        text.push(if state % 11 == 0 { '.' } else { ' ' });
+        if state % 7 == 0 {
+            text.push_str(&format!("{} ", state % 10_000));
+        }
+    }
+    text
+}
+
 fn origin() -> Arc<Origin> {
     Arc::new(Origin { resource: service_resource("gencol"), scope: scope(), ..Default::default() })
 }
@@ -67,6 +121,31 @@ fn hot_path(c: &mut Criterion) {
     g.bench_function("encode_json/100", |b| b.iter(|| encode_json(black_box(&request))));
     g.bench_function("encode_proto/100", |b| b.iter(|| encode_proto(black_box(&request))));
     g.bench_function("decode_json/100", |b| b.iter(|| decode_json(black_box(&json))));
+    g.finish();
+
+    // The exporters' settings: level 1, a 32 KiB window, one compressor reset per body.
+    // Throughput in bytes of OTLP/JSON, the rate that bounds an exporter's core. The
+    // records get varied text first: a hundred copies of one example compress too well.
+    let mut varied: Vec<Value> = serde_json::from_slice(&hundred).expect("the body is JSON");
+    for (i, r) in varied.iter_mut().enumerate() {
+        r["request"]["messages"][1]["content"] = varied_text(i).into();
+        r["response"]["choices"][0]["message"]["content"] = varied_text(i + 1000).into();
+    }
+    let varied = serde_json::to_vec(&varied).expect("values serialise");
+    let generations = decode_body(&varied, false).expect("decodes").generations;
+    let items: Vec<_> = generations.iter().map(|g| generation_span(g, &origin)).collect();
+    let json = encode_json(&to_request(&items));
+    let mut g = c.benchmark_group("gzip");
+    g.throughput(Throughput::Bytes(json.len() as u64));
+    let mut gz = flate2::Compress::new_gzip(flate2::Compression::fast(), 15);
+    g.bench_function("otlp_json/100", |b| {
+        b.iter(|| {
+            gz.reset();
+            let mut out = Vec::with_capacity(json.len());
+            let _ = gz.compress_vec(black_box(&json), &mut out, flate2::FlushCompress::Finish);
+            out
+        })
+    });
     g.finish();
 }
 
