@@ -111,10 +111,12 @@ impl OtlpHttpSender {
     /// Encodes and sends a batch of spans once, straight from the items (no copy of
     /// the spans: a batch is sent again on retry, so it is only ever borrowed).
     pub async fn send_items(&self, batch: &[SpanItem]) -> Result<(), ExportError> {
-        let body = if batch.len() < LARGE_BATCH_SPANS {
-            let body = if self.protobuf { otlp::encode_items_proto(batch) } else { otlp::encode_items_json(batch) };
+        let body = if !self.protobuf {
+            self.encode_json_in_parts(batch).await
+        } else if batch.len() < LARGE_BATCH_SPANS {
+            let body = otlp::encode_items_proto(batch);
             if self.gzip { gzip(&body) } else { body }
-        } else if self.protobuf {
+        } else {
             // Encoding and compressing a large batch takes milliseconds of CPU. In
             // `block_in_place` the worker's other tasks move to another thread meanwhile;
             // the batch is still only borrowed.
@@ -123,17 +125,16 @@ impl OtlpHttpSender {
                 if self.gzip { gzip(&body) } else { body }
             };
             if multi_thread_runtime() { tokio::task::block_in_place(encode) } else { encode() }
-        } else {
-            self.encode_json_in_parts(batch).await
         };
         self.send_encoded(body, false).await.map(|_| ())
     }
 
-    /// OTLP/JSON for a large batch, encoded and compressed a part at a time, handing the
-    /// thread back to the runtime between parts: receiver requests that arrive meanwhile
-    /// wait for one part (a fraction of a millisecond), not for the whole batch, even
-    /// when gencol has a single core. (A second thread for the work would share that
-    /// core with the receivers by time slices of milliseconds.)
+    /// OTLP/JSON for a batch, encoded and compressed a part at a time, handing the thread
+    /// back to the runtime between parts: receiver requests that arrive meanwhile wait
+    /// for one part (a fraction of a millisecond), not for the whole batch, even when
+    /// gencol has a single core. (A second thread for the work would share that core with
+    /// the receivers by time slices of milliseconds.) Every batch goes this way: thirty
+    /// generation spans with their content already take a millisecond or more.
     ///
     /// A part is 32 KiB, or an eighth of the batch when that is more: a batch grows past
     /// a few hundred spans only when the exporter falls behind, and then its parts must be
@@ -275,8 +276,8 @@ pub(crate) async fn send_once(
     Ok(HttpAnswer { status, retry_after, content_type, body })
 }
 
-/// Batches of at least this many spans are encoded and compressed in parts (JSON) or off
-/// the worker thread (protobuf); smaller ones take less than a millisecond in one go.
+/// Protobuf batches of at least this many spans are encoded and compressed off the worker
+/// thread; smaller ones take less than a millisecond in one go.
 const LARGE_BATCH_SPANS: usize = 32;
 
 /// OTLP/JSON written between two yields to the runtime: about 0.1–0.2 ms of encoding
