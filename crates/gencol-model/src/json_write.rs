@@ -14,12 +14,15 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        if i + 8 <= bytes.len() {
-            let chunk = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or_default());
-            if !needs_escape(chunk) {
+        // Eight bytes at a time; the lowest flagged byte of a chunk is exactly the first
+        // one to escape, so a chunk with an escape costs one step, not eight.
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let flags = escape_flags(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+            if flags == 0 {
                 i += 8;
                 continue;
             }
+            i += (flags.trailing_zeros() / 8) as usize;
         }
         let b = bytes[i];
         if let Some(escape) = escape_of(b) {
@@ -162,15 +165,17 @@ fn escape_of(b: u8) -> Option<Escape> {
     })
 }
 
-/// Whether any of the eight bytes is a control character, `"` or `\` (the classic
-/// "has a zero byte" and "has a byte less than n" bit tricks; exact, no false negatives,
-/// and false positives only cost the byte-wise look).
-fn needs_escape(x: u64) -> bool {
+/// The high bit of each of the eight bytes (little-endian) that is a control character,
+/// `"` or `\\`, by the classic "has a zero byte" and "has a byte less than n" bit tricks.
+/// A borrow can flag a byte above a flagged one that needs no escape, never one below:
+/// the lowest flag is exact (so the first byte to escape is found at once), and a later
+/// false flag only costs the byte-wise look at that byte.
+fn escape_flags(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
-    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGHS != 0;
-    below_space || has_zero(x ^ (ONES * u64::from(b'"'))) || has_zero(x ^ (ONES * u64::from(b'\\')))
+    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+    below_space | zero_bytes(x ^ (ONES * u64::from(b'"'))) | zero_bytes(x ^ (ONES * u64::from(b'\\')))
 }
 
 #[cfg(test)]
