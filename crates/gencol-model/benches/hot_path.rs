@@ -84,8 +84,8 @@ fn varied_text(i: usize) -> String {
         state ^= state >> 7;
         state ^= state << 17;
         text.push_str(WORDS[(state % 32) as usize]);
-        text.push(if state % 11 == 0 { '.' } else { ' ' });
-        if state % 7 == 0 {
+        text.push(if state.is_multiple_of(11) { '.' } else { ' ' });
+        if state.is_multiple_of(7) {
             text.push_str(&format!("{} ", state % 10_000));
         }
     }
