@@ -166,7 +166,7 @@ fn escape_of(b: u8) -> Option<Escape> {
 }
 
 /// The high bit of each of the eight bytes (little-endian) that is a control character,
-/// `"` or `\\`, by the classic "has a zero byte" and "has a byte less than n" bit tricks.
+/// `"` or `\`, by the classic "has a zero byte" and "has a byte less than n" bit tricks.
 /// A borrow can flag a byte above a flagged one that needs no escape, never one below:
 /// the lowest flag is exact (so the first byte to escape is found at once), and a later
 /// false flag only costs the byte-wise look at that byte.
@@ -208,6 +208,24 @@ mod tests {
         }
         for s in cases {
             assert_eq!(ours(&s), serde_json::to_string(&s).unwrap(), "{s:?}");
+        }
+    }
+
+    /// Two bytes side by side at every offset: a chunk's first escape is found by its lowest
+    /// flag, and a byte after a control character can be flagged falsely (a borrow), so
+    /// neighbours must come out right whichever of them needs the escape.
+    #[test]
+    fn neighbouring_bytes_match_serde_json() {
+        for a in 0u8..0x80 {
+            for b in 0u8..0x80 {
+                for at in [0, 5, 7, 8, 14] {
+                    let mut s = "abcdefghijklmnopq".to_owned().into_bytes();
+                    s[at] = a;
+                    s[at + 1] = b;
+                    let s = String::from_utf8(s).expect("ASCII");
+                    assert_eq!(ours(&s), serde_json::to_string(&s).unwrap(), "{s:?}");
+                }
+            }
         }
     }
 
