@@ -65,7 +65,7 @@ struct AllArgs {
     #[arg(long, default_value_t = 64)]
     open_connections: usize,
     /// Offered loads of scenario C, generations a second.
-    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000,20000")]
+    #[arg(long, value_delimiter = ',', default_value = "1000,2500,5000,10000,20000")]
     rates: Vec<f64>,
     /// Only these scenarios (A, B, C, D).
     #[arg(long, value_delimiter = ',')]

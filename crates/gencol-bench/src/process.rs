@@ -69,6 +69,12 @@ impl UnderTest {
 }
 
 /// CPU seconds of process `pid`, all threads, user and system.
+/// Bytes `pid` caused to be sent to storage (`/proc/PID/io` `write_bytes`).
+pub fn storage_bytes_written(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok())
+}
+
 pub fn cpu_seconds_of(pid: u32) -> Option<f64> {
     cpu_seconds(&format!("/proc/{pid}/stat"))
 }

@@ -57,6 +57,8 @@ pub struct Median {
     /// Spans delivered over records accepted, whole runs (below 1.0: something was lost
     /// or still held, such as `hierarchy` root spans inside their group window).
     pub delivered_ratio: f64,
+    /// Bytes sent to storage per accepted record (disk queue runs).
+    pub disk_bytes_per_record: Option<f64>,
 }
 
 type Key = (&'static str, &'static str, usize, Option<u64>);
@@ -113,6 +115,9 @@ pub fn medians(runs: &[RunRecord]) -> Vec<Median> {
                 late: rs.iter().map(|r| r.late).sum(),
                 errors: rs.iter().map(|r| r.errors).sum(),
                 delivered_ratio: m(&|r| r.spans_delivered_total as f64 / r.records_accepted_total.max(1) as f64),
+                disk_bytes_per_record: first
+                    .disk_bytes_per_record
+                    .map(|_| m(&|r| r.disk_bytes_per_record.unwrap_or(f64::NAN))),
             }
         })
         .collect()
@@ -189,6 +194,47 @@ pub fn verdicts(ms: &[Median]) -> Vec<Verdict> {
             holds: Some(g.p99_ms <= 2.0 && g.requests_per_s >= 0.97 * 5000.0 && g.late == 0),
         },
         None => Verdict { target: "C: p99 at 5k/s".into(), figure: "not measured".into(), holds: None },
+    });
+    // The disk queue against the memory queue, in this run.
+    const DISK: &str = "gencol (disk queue)";
+    for (batch, share) in [(1, 0.60), (10, 0.85)] {
+        let (d, m) = (find(ms, "A", DISK, batch, None), find(ms, "A", "gencol", batch, None));
+        out.push(match (d, m) {
+            (Some(d), Some(m)) => Verdict {
+                target: format!(
+                    "A, batch {batch}: disk queue generations/s ≥ {:.0}% of the memory queue's",
+                    share * 100.0
+                ),
+                figure: format!(
+                    "{:.0} vs {:.0} generations/s = {:.0}%; {:.0} bytes written to disk a generation",
+                    d.records_per_s,
+                    m.records_per_s,
+                    100.0 * d.records_per_s / m.records_per_s,
+                    d.disk_bytes_per_record.unwrap_or(f64::NAN),
+                ),
+                holds: Some(d.records_per_s >= share * m.records_per_s),
+            },
+            _ => Verdict {
+                target: format!("A, batch {batch}: disk vs memory queue"),
+                figure: "not measured".into(),
+                holds: None,
+            },
+        });
+    }
+    out.push(match find(ms, "C", DISK, 1, Some(2500.0)) {
+        Some(d) => Verdict {
+            target: "C: disk queue (sync: always) p99 ≤ 5 ms at 2,500 generations/s".into(),
+            figure: format!(
+                "p50 {:.2} ms, p99 {:.2} ms at {:.0} req/s achieved, {} late; memory queue p99 {:.2} ms",
+                d.p50_ms,
+                d.p99_ms,
+                d.requests_per_s,
+                d.late,
+                find(ms, "C", "gencol", 1, Some(2500.0)).map_or(f64::NAN, |m| m.p99_ms),
+            ),
+            holds: Some(d.p99_ms <= 5.0 && d.requests_per_s >= 0.97 * 2500.0 && d.late == 0),
+        },
+        None => Verdict { target: "C: disk queue p99 at 2,500/s".into(), figure: "not measured".into(), holds: None },
     });
     // Peak RSS at 10k generations/s.
     out.push(match find(ms, "C", "gencol", 1, Some(10000.0)) {

@@ -19,6 +19,9 @@ use crate::sink::{Sink, count_spans};
 pub enum Pipeline {
     /// `generations` → `hierarchy`, `namespace`, `privacy` → `otlp` (JSON, gzip).
     Generations,
+    /// The same with `queue.kind: disk` (`sync: always`, the default): every 202 waits
+    /// for an fsync.
+    GenerationsDisk,
     /// `otlp` → `otlp` (gzip), protobuf out as rotel sends, or JSON out.
     PassThrough { proto: bool },
     /// `generations` → the three processors → three `otlp` exporters: JSON, protobuf,
@@ -38,6 +41,7 @@ impl Target {
     pub fn label(self) -> &'static str {
         match self {
             Target::Gencol(Pipeline::PassThrough { proto: false }) => "gencol (JSON out)",
+            Target::Gencol(Pipeline::GenerationsDisk) => "gencol (disk queue)",
             Target::Gencol(_) => "gencol",
             Target::Rotel => "rotel",
             Target::Null => "null",
@@ -84,9 +88,10 @@ pub fn plan(s: &PlanSettings, only: &[String]) -> Vec<Point> {
         connections: s.closed_connections,
     };
     let mut points = Vec::new();
+    let with_disk = [Target::Gencol(Pipeline::Generations), Target::Gencol(Pipeline::GenerationsDisk), Target::Null];
     if wanted("A") {
         for batch in [1, 10, 100] {
-            for target in [Target::Gencol(Pipeline::Generations), Target::Null] {
+            for target in with_disk {
                 points.push(closed("A", target, BodyKind::Generations, batch));
             }
         }
@@ -108,7 +113,7 @@ pub fn plan(s: &PlanSettings, only: &[String]) -> Vec<Point> {
     }
     if wanted("C") {
         for &per_second in &s.rates {
-            for target in [Target::Gencol(Pipeline::Generations), Target::Null] {
+            for target in with_disk {
                 points.push(Point {
                     scenario: "C",
                     target,
@@ -168,6 +173,10 @@ pub struct RunRecord {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub peak_rss_mib: Option<f64>,
+    /// Bytes the process under test sent to storage over the whole run
+    /// (`/proc/PID/io` `write_bytes`), per accepted record (disk queue only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_bytes_per_record: Option<f64>,
 }
 
 /// What every point needs: where things are, the sink, the bodies.
@@ -263,6 +272,9 @@ impl Bench {
             }
         }
         let peak_rss_mib = target.peak_rss_mib();
+        let disk_written = (point.target == Target::Gencol(Pipeline::GenerationsDisk))
+            .then(|| crate::process::storage_bytes_written(pid))
+            .flatten();
         target.stop();
 
         let mut in_window = 0u64;
@@ -302,6 +314,7 @@ impl Bench {
             mean_body_bytes: pool.mean_body_bytes(),
             requests_per_s: outcome.ok as f64 / window_s,
             records_per_s: outcome.records_ok as f64 / window_s,
+            disk_bytes_per_record: disk_written.map(|b| b as f64 / outcome.records_ok_total.max(1) as f64),
             spans_per_s: (point.target != Target::Null).then_some(in_window as f64 / window_s),
             exports_per_s: (point.target != Target::Null).then_some(exports as f64 / window_s),
             spans_delivered_total: total,
@@ -326,7 +339,10 @@ impl Bench {
         Ok(match point.target {
             Target::Gencol(pipeline) => {
                 let config = self.work.join(format!("{name}.yaml"));
-                std::fs::write(&config, gencol_config(pipeline, port, sink))
+                let data_dir = self.work.join(format!("{name}.data"));
+                // Each run starts from an empty queue, not another run's leftovers.
+                let _ = std::fs::remove_dir_all(&data_dir);
+                std::fs::write(&config, gencol_config(pipeline, port, sink, &data_dir))
                     .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
                 let args = vec![
                     "run".into(),
@@ -373,12 +389,13 @@ impl Bench {
 /// every accepted record is delivered and an overloaded gencol answers 503, which the
 /// generator counts as refused: throughput is what gets through, never what was
 /// dropped. Everything else is the default.
-pub fn gencol_config(pipeline: Pipeline, port: u16, sink: SocketAddr) -> String {
+pub fn gencol_config(pipeline: Pipeline, port: u16, sink: SocketAddr, data_dir: &std::path::Path) -> String {
     let exporter = |id: &str, path: &str, encoding: &str, extra: &str| {
         format!(
             "  otlp/{id}:\n    endpoint: http://{sink}{path}/v1/traces\n    encoding: {encoding}\n    compression: gzip\n    queue: {{when_full: block}}\n{extra}"
         )
     };
+    let data_dir = data_dir.display();
     let generations = format!(
         "receivers:\n  generations:\n    endpoint: 127.0.0.1:{port}\nprocessors:\n  hierarchy: {{}}\n  namespace: {{}}\n  privacy: {{}}\n"
     );
@@ -386,6 +403,9 @@ pub fn gencol_config(pipeline: Pipeline, port: u16, sink: SocketAddr) -> String 
         Pipeline::Generations => format!(
             "{generations}exporters:\n{}service:\n  pipelines:\n    traces:\n      receivers: [generations]\n      processors: [hierarchy, namespace, privacy]\n      exporters: [otlp/sink]\n",
             exporter("sink", "", "json", "")
+        ),
+        Pipeline::GenerationsDisk => format!(
+            "{generations}exporters:\n  otlp/sink:\n    endpoint: http://{sink}/v1/traces\n    encoding: json\n    compression: gzip\n    queue: {{kind: disk}}\nservice:\n  data_dir: \"{data_dir}\"\n  pipelines:\n    traces:\n      receivers: [generations]\n      processors: [hierarchy, namespace, privacy]\n      exporters: [otlp/sink]\n"
         ),
         Pipeline::FanOut => format!(
             "{generations}exporters:\n{}{}{}service:\n  pipelines:\n    traces:\n      receivers: [generations]\n      processors: [hierarchy, namespace, privacy]\n      exporters: [otlp/json, otlp/proto, otlp/private]\n",

@@ -150,6 +150,10 @@ pub struct ServiceConfig {
     pub shutdown_timeout: std::time::Duration,
     /// `service.telemetry.logs.level` (`trace`, `debug`, `info`, `warn`, `error`), if written.
     pub log_level: Option<String>,
+    /// `service.data_dir` (default `./gencol-data`; a relative path is taken from the
+    /// working directory, as the Collector's storage does); disk queues and `hierarchy`
+    /// state live under it.
+    pub data_dir: std::path::PathBuf,
     /// Where the root was written (for errors about a missing section).
     pub root: Loc,
 }
@@ -170,6 +174,7 @@ impl ServiceConfig {
             pipelines: Vec::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             log_level: None,
+            data_dir: std::path::PathBuf::from(DEFAULT_DATA_DIR),
             root: root.loc.clone(),
         };
         if !matches!(root.value, Node::Map(_) | Node::Null) {
@@ -199,7 +204,9 @@ impl ServiceConfig {
 /// `service.shutdown_timeout` when none is written.
 const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const TOP_KEYS: [&str; 5] = ["plugins", "receivers", "processors", "exporters", "service"];
-const SERVICE_KEYS: [&str; 3] = ["pipelines", "shutdown_timeout", "telemetry"];
+/// `service.data_dir` when none is written (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "./gencol-data";
+const SERVICE_KEYS: [&str; 4] = ["pipelines", "shutdown_timeout", "telemetry", "data_dir"];
 const PIPELINE_KEYS: [&str; 3] = ["receivers", "processors", "exporters"];
 const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 
@@ -313,6 +320,16 @@ impl Check {
                     }
                 },
                 "telemetry" => config.log_level = self.telemetry(value),
+                "data_dir" => match &value.value {
+                    Node::String(dir) if !dir.is_empty() => config.data_dir = dir.into(),
+                    other => self.error(
+                        &value.loc,
+                        format!(
+                            "service.data_dir: expected a directory path (a non-empty string), found {}",
+                            with_article(other.kind())
+                        ),
+                    ),
+                },
                 other => self.unknown_key(key, "service", other, &SERVICE_KEYS),
             }
         }

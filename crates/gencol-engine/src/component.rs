@@ -12,7 +12,7 @@ use gencol_config::{ComponentId, Diagnostic, Located, Node};
 use gencol_model::SpanItem;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::Consumer;
+use crate::consumer::{AckToken, Consumer};
 
 /// A boxed future, so the traits stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -79,7 +79,20 @@ pub trait ProcessorFactory: Send + Sync + 'static {
 
 /// A validated processor; every pipeline that lists it gets its own instance.
 pub trait ProcessorConfig: Send + Sync {
-    fn build(&self) -> Box<dyn Processor>;
+    /// Makes the instance for one pipeline (opening its state on disk, if it keeps any).
+    fn build(&self, ctx: &ProcessorContext) -> Result<Box<dyn Processor>, String>;
+}
+
+/// What a processor instance is built for.
+#[derive(Clone, Debug)]
+pub struct ProcessorContext {
+    pub id: ComponentId,
+    pub pipeline: String,
+    /// Where the instance keeps state that must survive a crash:
+    /// `<service.data_dir>/state/<pipeline>/<processor id>`, given when some exporter of
+    /// the pipeline has a disk queue (its 202s promise that nothing is lost); `None`
+    /// otherwise.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// One step of a pipeline. Runs on the pipeline's task: it owns its state, so no
@@ -92,8 +105,19 @@ pub trait Processor: Send {
         None
     }
     /// Moves held-back items whose time has come into `out`; all of them when `force`
-    /// (shutdown).
+    /// (shutdown) unless the processor keeps them on disk for the next start.
     fn flush(&mut self, _now: Instant, _force: bool, _out: &mut Vec<SpanItem>) {}
+    /// Called right after `process` for a batch whose receiver waits for it to be on
+    /// disk: keep a clone of `ack` until what `process` recorded for it is durable.
+    fn hold_until_durable(&mut self, _ack: &AckToken) {}
+    /// Called after the pipeline handed everything this processor released so far to the
+    /// exporters. `true` asks for `durable(epoch)` once all of it is fsynced in every
+    /// disk queue of the pipeline.
+    fn seal(&mut self, _epoch: u64) -> bool {
+        false
+    }
+    /// What was sealed with `epoch` (and before) is durable in the exporters' queues.
+    fn durable(&mut self, _epoch: u64) {}
 }
 
 /// Makes exporters of one type (`otlp`, `debug`, a plugin's type...).

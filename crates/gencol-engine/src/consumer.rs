@@ -24,25 +24,58 @@ pub struct PipelineMessage {
     pub budget: Option<OwnedSemaphorePermit>,
 }
 
-/// Shared by the copies of one batch; when the last copy is released, the waiter learns it.
+/// Shared by the copies of one batch (one per pipeline, one per disk queue waiting for
+/// its fsync); when the last copy is released, the waiting receiver learns the outcome:
+/// kept, or failed with the first reason given (the receiver then answers 503).
 #[derive(Clone)]
-pub struct AckToken(#[allow(dead_code)] Arc<AckInner>);
+pub struct AckToken(Arc<AckInner>);
 
-struct AckInner(std::sync::Mutex<Option<oneshot::Sender<()>>>);
+struct AckInner(std::sync::Mutex<AckState>);
+
+struct AckState {
+    waiter: Option<oneshot::Sender<Result<(), String>>>,
+    failure: Option<String>,
+}
 
 impl Drop for AckInner {
     fn drop(&mut self) {
-        if let Some(tx) = self.0.lock().ok().and_then(|mut g| g.take()) {
-            let _ = tx.send(());
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = state.waiter.take() {
+            let _ = tx.send(state.failure.take().map_or(Ok(()), Err));
         }
     }
 }
 
 impl AckToken {
-    /// A token and the receiver that completes when every clone of it is dropped.
-    pub fn new() -> (AckToken, oneshot::Receiver<()>) {
+    /// A token and the wait that completes when every clone of it is dropped.
+    pub fn new() -> (AckToken, AckWait) {
         let (tx, rx) = oneshot::channel();
-        (AckToken(Arc::new(AckInner(std::sync::Mutex::new(Some(tx))))), rx)
+        let state = AckState { waiter: Some(tx), failure: None };
+        (AckToken(Arc::new(AckInner(std::sync::Mutex::new(state)))), AckWait(rx))
+    }
+
+    /// The batch could not be kept everywhere it was meant to go; the first reason wins.
+    pub fn fail(&self, reason: &str) {
+        let mut state = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
+        if state.failure.is_none() {
+            state.failure = Some(reason.to_owned());
+        }
+    }
+}
+
+/// A receiver's wait for its batch to be kept (with a disk queue: fsynced).
+pub struct AckWait(oneshot::Receiver<Result<(), String>>);
+
+impl AckWait {
+    /// `Ok` once every pipeline's queues hold the batch; `Err` with the reason when one
+    /// could not keep it, or when that took longer than `patience` (then the sender
+    /// retries, and whatever was kept is delivered twice, with the same span ids).
+    pub async fn wait(self, patience: Duration) -> Result<(), String> {
+        match tokio::time::timeout(patience, self.0).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err("the pipeline stopped before the batch was kept".to_owned()),
+            Err(_) => Err(format!("the batch was not on disk within {patience:?}")),
+        }
     }
 }
 
@@ -60,11 +93,19 @@ pub struct PipelineInput {
     name: String,
     tx: mpsc::Sender<PipelineMessage>,
     budget: Arc<Semaphore>,
+    /// Some exporter of the pipeline has a disk queue: receivers wait for the fsync.
+    durable: bool,
 }
 
 impl PipelineInput {
     pub fn new(name: impl Into<String>, tx: mpsc::Sender<PipelineMessage>) -> Self {
-        PipelineInput { name: name.into(), tx, budget: Arc::new(Semaphore::new(PIPELINE_BUDGET_BYTES)) }
+        PipelineInput { name: name.into(), tx, budget: Arc::new(Semaphore::new(PIPELINE_BUDGET_BYTES)), durable: false }
+    }
+
+    /// Receivers feeding this pipeline answer only once its disk queues hold their batch.
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
     }
 }
 
@@ -92,7 +133,8 @@ impl Consumer {
             let slot = p.tx.clone().try_reserve_owned().map_err(|_| full())?;
             reserved.push((slot, budget));
         }
-        Ok(Reservation { reserved })
+        let durable = self.pipelines.iter().any(|p| p.durable);
+        Ok(Reservation { reserved, durable })
     }
 
     /// [`Consumer::try_reserve`], waiting up to `patience` for room when a pipeline is
@@ -128,17 +170,27 @@ fn weight(bytes: usize) -> u32 {
 /// Room for one batch in every pipeline of a receiver; dropping it gives the room back.
 pub struct Reservation {
     reserved: Vec<(mpsc::OwnedPermit<PipelineMessage>, OwnedSemaphorePermit)>,
+    durable: bool,
 }
 
 impl Reservation {
-    /// Hands `items` to every pipeline reserved for.
-    pub fn send(self, items: Vec<SpanItem>, ack: Option<AckToken>) {
+    /// Hands `items` to every pipeline reserved for. When one of them has a disk queue,
+    /// the returned wait tells when the batch is on disk (SPEC §7: a 202 means fsynced);
+    /// otherwise the batch is kept (in memory) as soon as this returns.
+    pub fn send(self, items: Vec<SpanItem>) -> Option<AckWait> {
+        let (ack, wait) = if self.durable {
+            let (token, wait) = AckToken::new();
+            (Some(token), Some(wait))
+        } else {
+            (None, None)
+        };
         let last = self.reserved.len().saturating_sub(1);
         let mut items = Some(items);
         for (i, (slot, budget)) in self.reserved.into_iter().enumerate() {
             let batch = if i == last { items.take().unwrap_or_default() } else { items.clone().unwrap_or_default() };
             slot.send(PipelineMessage { items: batch, ack: ack.clone(), budget: Some(budget) });
         }
+        wait
     }
 }
 
@@ -148,7 +200,7 @@ mod tests {
 
     impl Consumer {
         fn try_consume(&self, items: Vec<SpanItem>, bytes: usize) -> Result<(), Backpressure> {
-            self.try_reserve(bytes).map(|r| r.send(items, None))
+            self.try_reserve(bytes).map(|r| drop(r.send(items)))
         }
     }
 

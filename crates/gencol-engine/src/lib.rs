@@ -11,18 +11,22 @@ mod consumer;
 
 pub use component::{
     BoxFuture, ComponentContext, ExportError, Exporter, ExporterConfig, ExporterFactory, Processor, ProcessorConfig,
-    ProcessorFactory, ReceiverConfig, ReceiverFactory,
+    ProcessorContext, ProcessorFactory, ReceiverConfig, ReceiverFactory,
 };
 pub use consumer::{
-    AckToken, Backpressure, Consumer, PIPELINE_BUDGET_BYTES, PipelineInput, PipelineMessage, Reservation,
+    AckToken, AckWait, Backpressure, Consumer, PIPELINE_BUDGET_BYTES, PipelineInput, PipelineMessage, Reservation,
 };
 pub use tokio_util::sync::CancellationToken;
 
 mod delivery;
+mod group_sync;
 mod pipeline;
 mod registry;
 mod service;
 
-pub use delivery::{DELIVERY_KEYS, DeliverySettings, DeliveryStats, QueueKind, QueueSettings, RetrySettings, WhenFull};
+pub use delivery::{
+    DELIVERY_KEYS, DeliverySettings, DeliveryStats, QueueKind, QueueSettings, RetrySettings, SyncMode, WhenFull,
+};
+pub use group_sync::{GroupSync, SyncFn};
 pub use registry::{ComponentInfo, DuplicateType, Provenance, Registry};
 pub use service::{BuiltExporter, RunningService, ValidatedService};

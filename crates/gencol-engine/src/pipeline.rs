@@ -8,32 +8,106 @@ use gencol_model::SpanItem;
 use tokio::sync::mpsc;
 
 use crate::component::Processor;
-use crate::consumer::PipelineMessage;
-use crate::delivery::ExporterHandle;
+use crate::consumer::{AckToken, PipelineMessage};
+use crate::delivery::{ExporterHandle, encoded_bytes};
 
 pub(crate) async fn run_pipeline(
     mut input: mpsc::Receiver<PipelineMessage>,
     mut processors: Vec<Box<dyn Processor>>,
     exporters: Vec<ExporterHandle>,
 ) {
+    // Processors that keep state on disk (`hierarchy`) learn when what they released is
+    // fsynced in the disk queues, so they can forget it durably.
+    let (durable_tx, mut durable_rx) = mpsc::unbounded_channel::<u64>();
+    let mut epoch = 0u64;
     loop {
         let deadline = processors.iter().filter_map(|p| p.next_deadline()).min();
         tokio::select! {
             message = input.recv() => {
                 let Some(PipelineMessage { mut items, ack, budget }) = message else { break };
+                if let Some(ack) = &ack
+                    && let Some(reason) = refused_by_a_disk_queue(&exporters, &items)
+                {
+                    // Before the processors: a batch the receiver answers 503 for must
+                    // leave no trace (no `hierarchy` state) that its retry would repeat.
+                    ack.fail(&reason);
+                    continue;
+                }
                 run_from(&mut processors, 0, &mut items, Instant::now());
-                fan_out(&exporters, items).await;
+                if let Some(ack) = &ack {
+                    processors.iter_mut().for_each(|p| p.hold_until_durable(ack));
+                }
+                fan_out(&exporters, items, ack.as_ref()).await;
                 drop((ack, budget));
+                epoch += 1;
+                if let Some(wait) = seal(&mut processors, &exporters, epoch) {
+                    notify_when_durable(wait, durable_tx.clone(), epoch);
+                }
+            }
+            Some(done) = durable_rx.recv() => {
+                processors.iter_mut().for_each(|p| p.durable(done));
             }
             _ = tokio::time::sleep_until(deadline.map(tokio::time::Instant::from_std).unwrap_or_else(far_future)), if deadline.is_some() => {
                 let released = flush(&mut processors, Instant::now(), false);
-                fan_out(&exporters, released).await;
+                fan_out(&exporters, released, None).await;
+                epoch += 1;
+                if let Some(wait) = seal(&mut processors, &exporters, epoch) {
+                    notify_when_durable(wait, durable_tx.clone(), epoch);
+                }
             }
         }
     }
-    // Input closed (receivers stopped): release everything still held.
+    // Input closed (receivers stopped): release everything still held (what a processor
+    // keeps on disk stays there for the next start), and wait for it to be durable.
     let released = flush(&mut processors, Instant::now(), true);
-    fan_out(&exporters, released).await;
+    fan_out(&exporters, released, None).await;
+    epoch += 1;
+    if let Some(wait) = seal(&mut processors, &exporters, epoch)
+        && wait.await
+    {
+        processors.iter_mut().for_each(|p| p.durable(epoch));
+    }
+}
+
+fn notify_when_durable(
+    wait: impl std::future::Future<Output = bool> + Send + 'static,
+    tx: mpsc::UnboundedSender<u64>,
+    epoch: u64,
+) {
+    tokio::spawn(async move {
+        if wait.await {
+            let _ = tx.send(epoch);
+        }
+    });
+}
+
+/// Tells processors that their releases so far went out with `epoch`; when one wants to
+/// know, returns what completes (true) once every disk queue has fsynced them.
+fn seal(
+    processors: &mut [Box<dyn Processor>],
+    exporters: &[ExporterHandle],
+    epoch: u64,
+) -> Option<impl std::future::Future<Output = bool> + Send + 'static> {
+    let mut wanted = false;
+    for p in processors.iter_mut() {
+        wanted |= p.seal(epoch);
+    }
+    if !wanted {
+        return None;
+    }
+    let (token, wait) = AckToken::new();
+    exporters.iter().for_each(|e| e.queue.hold_until_synced(&token));
+    drop(token);
+    Some(async move { wait.wait(std::time::Duration::from_secs(3600)).await.is_ok() })
+}
+
+/// Why one of the pipeline's disk queues (with `when_full: block`) cannot take this batch.
+/// Processors change a batch's size little (`namespace` adds a few attributes); a
+/// quarter more is allowed for that.
+fn refused_by_a_disk_queue(exporters: &[ExporterHandle], items: &[SpanItem]) -> Option<String> {
+    let bytes = encoded_bytes(items);
+    let bytes = bytes + bytes / 4;
+    exporters.iter().find_map(|e| e.queue.refuses(bytes).map(|r| format!("exporter `{}`: {r}", e.id)))
 }
 
 fn far_future() -> tokio::time::Instant {
@@ -63,13 +137,13 @@ fn flush(processors: &mut [Box<dyn Processor>], now: Instant, force: bool) -> Ve
     all
 }
 
-async fn fan_out(exporters: &[ExporterHandle], items: Vec<SpanItem>) {
+async fn fan_out(exporters: &[ExporterHandle], items: Vec<SpanItem>, ack: Option<&AckToken>) {
     if items.is_empty() {
         return;
     }
     let Some((last, rest)) = exporters.split_last() else { return };
     for e in rest {
-        e.deliver(items.clone()).await;
+        e.deliver(items.clone(), ack).await;
     }
-    last.deliver(items).await;
+    last.deliver(items, ack).await;
 }

@@ -14,10 +14,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::component::{ComponentContext, Exporter, ExporterConfig, ProcessorConfig, ReceiverConfig};
+use crate::component::{ComponentContext, Exporter, ExporterConfig, ProcessorConfig, ProcessorContext, ReceiverConfig};
 use crate::consumer::{Consumer, PipelineInput};
 use crate::delivery::{
-    DELIVERY_KEYS, DeliverySettings, DeliveryStats, ExporterHandle, ExporterQueue, QueueKind, run_exporter,
+    DELIVERY_KEYS, DeliverySettings, DeliveryStats, DiskQueue, ExporterHandle, MemoryQueue, Queue, QueueKind,
+    run_exporter,
 };
 use crate::pipeline::run_pipeline;
 use crate::registry::Registry;
@@ -51,6 +52,7 @@ pub struct ValidatedService {
     exporters: BTreeMap<ComponentId, ExporterPlan>,
     pipelines: Vec<PipelinePlan>,
     shutdown_timeout: Duration,
+    data_dir: PathBuf,
     /// Findings that do not stop gencol (unused components, missing `namespace`).
     pub warnings: Diagnostics,
 }
@@ -89,6 +91,7 @@ impl ValidatedService {
         let mut exporters = BTreeMap::new();
         let mut emits_generations = BTreeSet::new();
         let mut adds_request_attributes = BTreeSet::new();
+        let mut disk_dirs: BTreeMap<PathBuf, ComponentId> = BTreeMap::new();
 
         let unknown = |role: &str, entry: &ComponentEntry, diags: &mut Diagnostics| {
             let kind = &entry.id.value.kind;
@@ -154,11 +157,17 @@ impl ValidatedService {
             if let Some(d) = &delivery
                 && d.queue.kind == QueueKind::Disk
             {
+                let dir = d.queue.disk_dir(&config.data_dir, &id.to_string());
                 let loc = delivery_node.value.get("queue").map(|q| q.loc.clone()).unwrap_or(entry.id.loc.clone());
-                diags.push(Diagnostic::error(
-                    &loc,
-                    "queue.kind `disk` is not available in this version of gencol: use `memory` (the default)",
-                ));
+                if let Some(other) = disk_dirs.insert(dir.clone(), id.clone()) {
+                    diags.push(Diagnostic::error(
+                        &loc,
+                        format!(
+                            "exporter `{id}` uses the disk queue directory {} of exporter `{other}`: give each exporter its own queue.dir",
+                            dir.display()
+                        ),
+                    ));
+                }
             }
             let ctx = ComponentContext { id: id.clone(), base_dir: base_dir(&entry.config.loc.file) };
             match (factory.configure(&ctx, &own), delivery) {
@@ -238,6 +247,7 @@ impl ValidatedService {
             exporters,
             pipelines,
             shutdown_timeout: config.shutdown_timeout,
+            data_dir: config.data_dir.clone(),
             warnings: diags,
         })
     }
@@ -274,10 +284,25 @@ impl ValidatedService {
                 Ok(e) => e,
                 Err(e) => {
                     delivery_stop.cancel();
+                    close_all(&exporter_tasks);
                     return Err(format!("exporter `{id}`: {e}"));
                 }
             };
-            let queue = Arc::new(ExporterQueue::new(&plan.delivery.queue));
+            let queue = match plan.delivery.queue.kind {
+                QueueKind::Memory => Queue::Memory(MemoryQueue::new(&plan.delivery.queue)),
+                QueueKind::Disk => {
+                    let dir = plan.delivery.queue.disk_dir(&self.data_dir, &id.to_string());
+                    match DiskQueue::open(&id.to_string(), &dir, &plan.delivery.queue) {
+                        Ok(q) => Queue::Disk(Box::new(q)),
+                        Err(e) => {
+                            delivery_stop.cancel();
+                            close_all(&exporter_tasks);
+                            return Err(format!("exporter `{id}`: {e}"));
+                        }
+                    }
+                }
+            };
+            let queue = Arc::new(queue);
             let stats = Arc::new(DeliveryStats::default());
             let task = tokio::spawn(run_exporter(
                 id.to_string(),
@@ -298,10 +323,26 @@ impl ValidatedService {
         let mut inputs: BTreeMap<ComponentId, Vec<PipelineInput>> = BTreeMap::new();
         for p in &self.pipelines {
             let (tx, rx) = mpsc::channel(PIPELINE_CAPACITY);
-            let processors = p.processors.iter().map(|id| self.processors[id].build()).collect();
-            let exporters = p.exporters.iter().map(|id| handles[id].clone()).collect();
+            let durable = p.exporters.iter().any(|id| handles[id].is_durable());
+            let mut processors = Vec::with_capacity(p.processors.len());
+            for id in &p.processors {
+                let ctx = ProcessorContext {
+                    id: id.clone(),
+                    pipeline: p.name.clone(),
+                    state_dir: durable.then(|| self.data_dir.join("state").join(&p.name).join(id.to_string())),
+                };
+                match self.processors[id].build(&ctx) {
+                    Ok(processor) => processors.push(processor),
+                    Err(e) => {
+                        delivery_stop.cancel();
+                        close_all(&exporter_tasks);
+                        return Err(format!("processor `{id}` of pipeline `{}`: {e}", p.name));
+                    }
+                }
+            }
+            let exporters: Vec<ExporterHandle> = p.exporters.iter().map(|id| handles[id].clone()).collect();
             pipeline_tasks.push(tokio::spawn(run_pipeline(rx, processors, exporters)));
-            let input = PipelineInput::new(p.name.clone(), tx);
+            let input = PipelineInput::new(p.name.clone(), tx).durable(durable);
             for r in &p.receivers {
                 inputs.entry(r.clone()).or_default().push(input.clone());
             }
@@ -398,8 +439,14 @@ fn same_endpoint(listen: &str, target: &str) -> bool {
 struct ExporterTask {
     id: String,
     task: JoinHandle<()>,
-    queue: Arc<ExporterQueue>,
+    queue: Arc<Queue>,
     stats: Arc<DeliveryStats>,
+}
+
+/// Closes the queues of exporters started before a failure: a disk queue's fsync thread
+/// ends and its directory lock is released.
+fn close_all(tasks: &[ExporterTask]) {
+    tasks.iter().for_each(|e| e.queue.close());
 }
 
 /// A started service. Stop it with [`RunningService::shutdown`].
@@ -441,8 +488,14 @@ impl RunningService {
             }
             let [sent, failed, dropped, retries] = e.stats.snapshot();
             let left = e.queue.len();
-            if left > 0 {
-                tracing::error!(exporter = %e.id, spans = left, "not delivered before shutdown_timeout: lost (memory queue)");
+            match &*e.queue {
+                Queue::Memory(_) if left > 0 => {
+                    tracing::error!(exporter = %e.id, spans = left, "not delivered before shutdown_timeout: lost (memory queue)");
+                }
+                Queue::Disk(q) if left > 0 => {
+                    tracing::info!(exporter = %e.id, records = left, dir = %q.dir().display(), "not delivered before shutdown_timeout: kept on disk for the next start");
+                }
+                _ => {}
             }
             tracing::info!(exporter = %e.id, sent, failed, dropped, retries, "exporter stopped");
         }

@@ -14,6 +14,7 @@ pub mod json_write;
 pub mod otlp;
 mod schema;
 mod span;
+pub mod stored;
 
 pub use decode::{DecodeError, DecodedBatch, RecordError, decode_body, decode_record};
 pub use generation::{Generation, GenerationError, Request, Response, Timestamp};

@@ -37,6 +37,11 @@ pub(crate) const INLINE_DECODE_LIMIT: usize = 256 * 1024;
 /// How long a request waits for room in a full pipeline before the answer is 503.
 pub(crate) const RESERVE_PATIENCE: Duration = Duration::from_millis(500);
 
+/// How long a request waits for its batch to be on disk (disk queues) before the answer
+/// is 503: far longer than an fsync, short enough that the sender's own timeout is not
+/// what ends the request.
+pub(crate) const ACK_PATIENCE: Duration = Duration::from_secs(20);
+
 /// Why a receiver could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {

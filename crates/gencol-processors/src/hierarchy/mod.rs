@@ -2,12 +2,13 @@
 //! once per trace however many generations join them.
 
 mod config;
+mod journal;
 mod processor;
 #[cfg(test)]
 mod tests;
 
 use gencol_config::{Diagnostic, Located, Node};
-use gencol_engine::{ComponentContext, Processor, ProcessorConfig, ProcessorFactory};
+use gencol_engine::{ComponentContext, Processor, ProcessorConfig, ProcessorContext, ProcessorFactory};
 
 pub use config::HierarchySettings;
 pub use processor::SpanHierarchy;
@@ -38,7 +39,10 @@ impl ProcessorFactory for HierarchyFactory {
 }
 
 impl ProcessorConfig for HierarchySettings {
-    fn build(&self) -> Box<dyn Processor> {
-        Box::new(SpanHierarchy::new(self))
+    fn build(&self, ctx: &ProcessorContext) -> Result<Box<dyn Processor>, String> {
+        Ok(match &ctx.state_dir {
+            Some(dir) => Box::new(SpanHierarchy::with_journal(self, dir)?),
+            None => Box::new(SpanHierarchy::new(self)),
+        })
     }
 }

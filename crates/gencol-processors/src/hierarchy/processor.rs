@@ -18,14 +18,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gencol_engine::Processor;
+use gencol_engine::{AckToken, Processor};
 use gencol_model::{Origin, SpanItem, ids};
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
 
 use super::HierarchySettings;
+use super::journal::{Journal, Restored, now_ms};
 
-type TraceId = [u8; 16];
-type SpanId = [u8; 8];
+pub(crate) type TraceId = [u8; 16];
+pub(crate) type SpanId = [u8; 8];
 
 /// A due time made unique by a sequence number, so it can key an ordered map and an entry
 /// can be found again to reschedule it.
@@ -44,6 +45,22 @@ pub struct SpanHierarchy {
     remembered: HashMap<TraceId, RememberedTrace>,
     forget_order: BTreeMap<DueKey, TraceId>,
     seq: u64,
+    /// With a disk-queued pipeline: what survives a crash (see `journal.rs`).
+    journal: Option<Journal>,
+    /// Released shared spans not yet known to be fsynced in the exporters' queues, with
+    /// the epoch they went out with once sealed.
+    pending: Vec<PendingRelease>,
+    /// Why the journal could not be written, for the acks of the batch that tried.
+    journal_error: Option<String>,
+    /// Wall clock and monotonic clock read together, to store deadlines as wall time.
+    clock: (Instant, u64),
+}
+
+struct PendingRelease {
+    epoch: Option<u64>,
+    trace_id: TraceId,
+    spans: Vec<SpanItem>,
+    until: Instant,
 }
 
 /// Shared spans of one trace waiting for more generations.
@@ -81,6 +98,92 @@ impl SpanHierarchy {
             remembered: HashMap::new(),
             forget_order: BTreeMap::new(),
             seq: 0,
+            journal: None,
+            pending: Vec::new(),
+            journal_error: None,
+            clock: (Instant::now(), now_ms()),
+        }
+    }
+
+    /// A hierarchy whose state survives a crash: kept in a journal in `dir`, and read
+    /// back from it (traces whose window passed while gencol was down are released at
+    /// the first flush).
+    pub fn with_journal(settings: &HierarchySettings, dir: &std::path::Path) -> Result<Self, String> {
+        let mut h = SpanHierarchy::new(settings);
+        let (journal, restored) = Journal::open(dir)?;
+        let now = Instant::now();
+        h.clock = (now, now_ms());
+        let (held, remembered) = (restored.held.len(), restored.remembered.len());
+        for (trace_id, (until_ms, span_ids)) in restored.remembered {
+            let Some(until) = h.instant_of(until_ms).filter(|u| *u > now) else { continue };
+            let until = h.next_key(until);
+            h.remembered.insert(trace_id, RememberedTrace { until, span_ids });
+            h.forget_order.insert(until, trace_id);
+        }
+        for (trace_id, (due_ms, spans)) in restored.held {
+            let due = h.next_key(h.instant_of(due_ms).unwrap_or(now));
+            h.held.insert(trace_id, HeldTrace { due: Some(due), spans });
+            h.release_order.insert(due, trace_id);
+        }
+        if held > 0 {
+            tracing::info!(traces = held, remembered, dir = %dir.display(), "hierarchy: shared spans of traces held before the last stop are held again");
+        }
+        h.journal = Some(journal);
+        Ok(h)
+    }
+
+    /// `at_ms` (wall clock) as an `Instant`; a time already past is now.
+    fn instant_of(&self, at_ms: u64) -> Option<Instant> {
+        let (now, now_ms) = self.clock;
+        now.checked_add(Duration::from_millis(at_ms.saturating_sub(now_ms)))
+    }
+
+    /// `at` as wall-clock milliseconds.
+    fn ms_of(&self, at: Instant) -> u64 {
+        let (now, now_ms) = self.clock;
+        match at.checked_duration_since(now) {
+            Some(ahead) => now_ms.saturating_add(ahead.as_millis() as u64),
+            None => now_ms.saturating_sub(now.duration_since(at).as_millis() as u64),
+        }
+    }
+
+    /// Writes what this batch recorded; a failure fails the batch's acknowledgement.
+    fn write_journal(&mut self) {
+        if let Some(journal) = &mut self.journal
+            && let Err(e) = journal.write()
+        {
+            tracing::error!("hierarchy: cannot write the journal (receivers answer 503): {e}");
+            self.journal_error = Some(format!("cannot write the hierarchy journal: {e}"));
+        }
+    }
+
+    /// Rewrites the journal from the live state when it has grown large.
+    fn rewrite_journal_if_large(&mut self) {
+        if !self.journal.as_ref().is_some_and(Journal::wants_rewrite) {
+            return;
+        }
+        let mut state = Restored::default();
+        for (trace_id, held) in &self.held {
+            let due = held.due.map(|(d, _)| self.ms_of(d)).unwrap_or(self.clock.1);
+            state.held.insert(*trace_id, (due, held.spans.clone()));
+        }
+        let pending_ids: Vec<SpanId> = self
+            .pending
+            .iter()
+            .flat_map(|p| p.spans.iter().filter_map(|s| SpanId::try_from(s.span.span_id.as_slice()).ok()))
+            .collect();
+        for (trace_id, r) in &self.remembered {
+            let ids: Vec<SpanId> = r.span_ids.iter().filter(|id| !pending_ids.contains(id)).copied().collect();
+            if !ids.is_empty() {
+                state.remembered.insert(*trace_id, (self.ms_of(r.until.0), ids));
+            }
+        }
+        let pending: Vec<(TraceId, Vec<SpanItem>)> =
+            self.pending.iter().map(|p| (p.trace_id, p.spans.clone())).collect();
+        if let Some(journal) = &mut self.journal
+            && let Err(e) = journal.rewrite(&state, &pending)
+        {
+            tracing::error!("hierarchy: cannot rewrite the journal (it keeps growing until this works): {e}");
         }
     }
 
@@ -183,6 +286,11 @@ impl SpanHierarchy {
             self.release_order.remove(&previous);
         }
         self.release_order.insert(due, trace_id);
+        if let Some(journal) = &mut self.journal {
+            let (clock, clock_ms) = self.clock;
+            let due_ms = clock_ms.saturating_add(due.0.saturating_duration_since(clock).as_millis() as u64);
+            journal.held(&trace_id, due_ms, &group.spans);
+        }
 
         while self.held.len() > self.max_traces {
             let Some((_, oldest)) = self.release_order.pop_first() else {
@@ -203,6 +311,10 @@ impl SpanHierarchy {
         }
         if !self.remember_for.is_zero() {
             self.remember(trace_id, &group.spans, now);
+        }
+        if self.journal.is_some() {
+            let until = now + self.remember_for;
+            self.pending.push(PendingRelease { epoch: None, trace_id, spans: group.spans.clone(), until });
         }
         out.extend(group.spans);
     }
@@ -257,6 +369,9 @@ impl SpanHierarchy {
 
 impl Processor for SpanHierarchy {
     fn process(&mut self, items: &mut Vec<SpanItem>, now: Instant) {
+        if self.journal.is_some() {
+            self.clock = (now, now_ms());
+        }
         // Traces whose window passed go first, so a generation arriving after its window
         // (before the pipeline's timer fired) counts as late, as it would a moment later.
         self.forget_expired(now);
@@ -266,6 +381,7 @@ impl Processor for SpanHierarchy {
             self.place(item, now, &mut released);
         }
         items.append(&mut released);
+        self.write_journal();
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -274,7 +390,53 @@ impl Processor for SpanHierarchy {
 
     fn flush(&mut self, now: Instant, force: bool, out: &mut Vec<SpanItem>) {
         self.forget_expired(now);
+        if force && self.journal.is_some() {
+            // Shutdown with a journal: held traces stay on disk and are released, with
+            // every generation that joins them meanwhile, after the next start.
+            if !self.held.is_empty() {
+                tracing::info!(
+                    traces = self.held.len(),
+                    "hierarchy: shared spans of open traces kept on disk for the next start"
+                );
+            }
+            return;
+        }
         self.release_due(now, force, out);
+    }
+
+    fn hold_until_durable(&mut self, ack: &AckToken) {
+        if let Some(reason) = self.journal_error.take() {
+            ack.fail(&reason);
+        } else if let Some(journal) = &mut self.journal {
+            journal.hold(ack);
+        }
+    }
+
+    fn seal(&mut self, epoch: u64) -> bool {
+        let mut sealed = false;
+        for p in self.pending.iter_mut().filter(|p| p.epoch.is_none()) {
+            p.epoch = Some(epoch);
+            sealed = true;
+        }
+        sealed
+    }
+
+    fn durable(&mut self, epoch: u64) {
+        let done: Vec<PendingRelease>;
+        (done, self.pending) =
+            std::mem::take(&mut self.pending).into_iter().partition(|p| p.epoch.is_some_and(|e| e <= epoch));
+        for p in &done {
+            let ids: Vec<SpanId> =
+                p.spans.iter().filter_map(|s| SpanId::try_from(s.span.span_id.as_slice()).ok()).collect();
+            let until_ms = self.ms_of(p.until);
+            if let Some(journal) = &mut self.journal {
+                journal.released(&p.trace_id, until_ms, &ids);
+            }
+        }
+        self.write_journal();
+        // A failed write of `Released` entries only means roots may be sent again.
+        self.journal_error = None;
+        self.rewrite_journal_if_large();
     }
 }
 

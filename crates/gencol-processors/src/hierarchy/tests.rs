@@ -407,3 +407,123 @@ impl HierarchySettings {
         self
     }
 }
+
+/// A hierarchy that keeps its state in a journal in `dir` (as with a disk queue).
+fn journaled(dir: &std::path::Path) -> SpanHierarchy {
+    SpanHierarchy::with_journal(&settings(60, 600, 1000), dir).expect("journal opens")
+}
+
+fn roots(items: &[SpanItem]) -> Vec<(&str, u64, u64)> {
+    items
+        .iter()
+        .filter(|i| i.generation.is_none())
+        .map(|i| (i.span.name.as_str(), i.span.start_time_unix_nano, i.span.end_time_unix_nano))
+        .collect()
+}
+
+#[test]
+fn an_open_trace_survives_a_crash_and_widens_with_generations_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = origin();
+    let trace = json!({"trace_id": "crash-1", "trace_name": "Root"});
+    let t0 = Instant::now();
+    let start = |s: f64| 1_795_341_600_000_000_000u64 + (s * 1e9) as u64;
+    {
+        let mut h = journaled(dir.path());
+        run(&mut h, vec![item(record("g1", trace.clone(), 0.0, 1.0), &origin)], t0);
+        // Dropped without a flush: as after SIGKILL, only the journal is left.
+    }
+    let mut h = journaled(dir.path());
+    assert_eq!(h.held_traces(), 1, "the open trace is held again");
+    let out = run(&mut h, vec![item(record("g2", trace, 2.0, 5.0), &origin)], Instant::now());
+    assert!(roots(&out).is_empty(), "the window is still open");
+    let out = flushed(&mut h, Instant::now() + Duration::from_secs(61), false);
+    assert_eq!(roots(&out), [("Root", start(0.0), start(5.0))], "one root, earliest start to latest end");
+    let _ = t0;
+}
+
+#[test]
+fn a_root_released_and_durable_is_not_sent_again_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = origin();
+    let trace = json!({"trace_id": "crash-2", "trace_name": "Root"});
+    {
+        let mut h = journaled(dir.path());
+        let t0 = Instant::now();
+        run(&mut h, vec![item(record("g1", trace.clone(), 0.0, 1.0), &origin)], t0);
+        let out = flushed(&mut h, t0 + Duration::from_secs(61), false);
+        assert_eq!(roots(&out).len(), 1);
+        assert!(h.seal(1), "the release waits to be known durable");
+        h.durable(1);
+    }
+    let mut h = journaled(dir.path());
+    assert_eq!((h.held_traces(), h.remembered_traces()), (0, 1));
+    // A late generation of the same trace attaches without re-sending the root.
+    let out = run(&mut h, vec![item(record("g2", trace, 2.0, 3.0), &origin)], Instant::now());
+    assert!(roots(&out).is_empty());
+    assert!(flushed(&mut h, Instant::now() + Duration::from_secs(120), false).is_empty());
+}
+
+#[test]
+fn a_root_released_but_not_yet_durable_is_sent_again_never_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = origin();
+    let trace = json!({"trace_id": "crash-3", "trace_name": "Root"});
+    {
+        let mut h = journaled(dir.path());
+        let t0 = Instant::now();
+        run(&mut h, vec![item(record("g1", trace, 0.0, 1.0), &origin)], t0);
+        assert_eq!(roots(&flushed(&mut h, t0 + Duration::from_secs(61), false)).len(), 1);
+        // Crash before the exporters' queues fsynced the root.
+    }
+    let mut h = journaled(dir.path());
+    assert_eq!(h.held_traces(), 1);
+    let out = flushed(&mut h, Instant::now() + Duration::from_secs(61), false);
+    assert_eq!(roots(&out).len(), 1, "the root goes out again, with the same id");
+}
+
+#[test]
+fn shutdown_keeps_open_traces_on_disk_and_a_torn_tail_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = origin();
+    {
+        let mut h = journaled(dir.path());
+        let t0 = Instant::now();
+        for i in 0..3 {
+            let trace = json!({"trace_id": format!("t{i}"), "trace_name": "Root"});
+            run(&mut h, vec![item(record(&format!("g{i}"), trace, 0.0, 1.0), &origin)], t0);
+        }
+        assert!(flushed(&mut h, t0, true).is_empty(), "shutdown keeps them for the next start");
+    }
+    // A crash in the middle of writing an entry leaves a torn tail.
+    let journal = dir.path().join("journal");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 5]);
+    std::fs::write(&journal, &bytes).unwrap();
+    let mut h = journaled(dir.path());
+    assert_eq!(h.held_traces(), 3);
+    assert_eq!(roots(&flushed(&mut h, Instant::now() + Duration::from_secs(61), false)).len(), 3);
+}
+
+#[test]
+fn the_journal_is_rewritten_from_the_live_state_when_it_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = origin();
+    let mut h = journaled(dir.path());
+    let t0 = Instant::now();
+    let big = "x".repeat(2000);
+    // Many generations of one trace: the journal grows by an entry each, the state does not.
+    for i in 0..6000 {
+        let trace = json!({"trace_id": "one", "trace_name": big.clone()});
+        run(&mut h, vec![item(record(&format!("g{i}"), trace, 0.0, 1.0), &origin)], t0);
+        if i % 100 == 0 {
+            h.seal(i);
+            h.durable(i);
+        }
+    }
+    let len = std::fs::metadata(dir.path().join("journal")).unwrap().len();
+    assert!(len < 9 * 1024 * 1024, "rewritten: {len} bytes");
+    drop(h);
+    let h = journaled(dir.path());
+    assert_eq!(h.held_traces(), 1);
+}

@@ -7,7 +7,7 @@ mod processor;
 mod tests;
 
 use gencol_config::{Diagnostic, Located, Node};
-use gencol_engine::{ComponentContext, Processor, ProcessorConfig, ProcessorFactory};
+use gencol_engine::{ComponentContext, Processor, ProcessorConfig, ProcessorContext, ProcessorFactory};
 
 pub use config::NamespaceSettings;
 pub use processor::RequestAttributes;
@@ -42,7 +42,7 @@ impl ProcessorFactory for NamespaceFactory {
 }
 
 impl ProcessorConfig for NamespaceSettings {
-    fn build(&self) -> Box<dyn Processor> {
-        Box::new(RequestAttributes::new(self))
+    fn build(&self, _ctx: &ProcessorContext) -> Result<Box<dyn Processor>, String> {
+        Ok(Box::new(RequestAttributes::new(self)))
     }
 }

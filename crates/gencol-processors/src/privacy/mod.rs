@@ -8,7 +8,7 @@ mod processor;
 mod tests;
 
 use gencol_config::{Diagnostic, Loc, Located, Node};
-use gencol_engine::{ComponentContext, Processor, ProcessorConfig, ProcessorFactory};
+use gencol_engine::{ComponentContext, Processor, ProcessorConfig, ProcessorContext, ProcessorFactory};
 
 pub use config::{CustomPattern, PrivacyConfigError, PrivacyRules, PrivacySettings, SettingPath};
 pub use mask::{BuiltinPattern, MaskError, Masker, hash_user_id};
@@ -45,8 +45,8 @@ impl ProcessorFactory for PrivacyFactory {
 }
 
 impl ProcessorConfig for PrivacyRules {
-    fn build(&self) -> Box<dyn Processor> {
-        Box::new(PrivacyFilter::new(self))
+    fn build(&self, _ctx: &ProcessorContext) -> Result<Box<dyn Processor>, String> {
+        Ok(Box::new(PrivacyFilter::new(self)))
     }
 }
 

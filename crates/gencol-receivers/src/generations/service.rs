@@ -13,8 +13,8 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::http::{
-    BearerAuth, Body, BodyError, Endpoint, INLINE_DECODE_LIMIT, RESERVE_PATIENCE, compression, json, json_error,
-    media_type, read_body, with_status_headers,
+    ACK_PATIENCE, BearerAuth, Body, BodyError, Endpoint, INLINE_DECODE_LIMIT, RESERVE_PATIENCE, compression, json,
+    json_error, media_type, read_body, with_status_headers,
 };
 
 /// The one path this receiver serves.
@@ -133,7 +133,15 @@ impl GenerationsService {
             return refused(&none_valid_message(&rejected), &rejected);
         }
         let accepted = spans.len();
-        reservation.send(spans, None);
+        if let Some(kept) = reservation.send(spans)
+            && let Err(reason) = kept.wait(ACK_PATIENCE).await
+        {
+            tracing::debug!("records not kept, answering 503: {reason}");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the records could not be kept, retry: {reason}"),
+            );
+        }
         if !rejected.is_empty() {
             tracing::debug!(accepted, rejected = rejected.len(), first = %rejected[0].error, "some generation records were rejected");
         }

@@ -13,8 +13,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess
 use prost::Message;
 
 use crate::http::{
-    BearerAuth, Body, BodyError, Endpoint, INLINE_DECODE_LIMIT, RESERVE_PATIENCE, answer, compression, media_type,
-    read_body, with_status_headers,
+    ACK_PATIENCE, BearerAuth, Body, BodyError, Endpoint, INLINE_DECODE_LIMIT, RESERVE_PATIENCE, answer, compression,
+    media_type, read_body, with_status_headers,
 };
 
 /// The one path this receiver serves.
@@ -132,8 +132,13 @@ impl OtlpService {
             })?
         };
         let Decoded { spans, invalid } = decoded.map_err(|m| Refusal::new(StatusCode::BAD_REQUEST, m))?;
-        if !spans.is_empty() {
-            reservation.send(spans, None);
+        if !spans.is_empty()
+            && let Some(kept) = reservation.send(spans)
+        {
+            kept.wait(ACK_PATIENCE).await.map_err(|reason| {
+                tracing::debug!("spans not kept, answering 503: {reason}");
+                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("the spans could not be kept, retry: {reason}"))
+            })?;
         }
         let partial = (invalid > 0).then(|| ExportTracePartialSuccess {
             rejected_spans: invalid as i64,

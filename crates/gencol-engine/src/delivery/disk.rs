@@ -1,0 +1,263 @@
+//! The disk queue in front of one exporter (SPEC §7): every batch is one record of a
+//! `gencol-queue` log; a receiver's 202 waits until the record is fsynced. One syncer
+//! thread per queue fsyncs for everyone waiting (group commit): while one fsync runs,
+//! the records written meanwhile gather and share the next one.
+//!
+//! Sends read records back from disk (the page cache, usually) one batch at a time, so
+//! a backlog of any size replays in bounded memory. A record is acknowledged once its
+//! batch was sent or refused for good; acknowledged segments are deleted.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use gencol_model::SpanItem;
+use gencol_model::stored::{decode_batch, encode_batch};
+use gencol_queue::{Options, QueueError, Read, Reader, Writer};
+use tokio::sync::Notify;
+
+use super::{BatchLimit, QueueSettings, Refused, SyncMode, Taken, WhenFull};
+use crate::consumer::AckToken;
+use crate::group_sync::GroupSync;
+
+/// How often the acknowledged position is written down (and done segments deleted): a
+/// crash replays at most this much already-sent data again.
+const PERSIST_ACKS_EVERY: Duration = Duration::from_millis(200);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here leaves its state whole, so a poisoned lock is usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) struct DiskQueue {
+    id: String,
+    dir: PathBuf,
+    writer: Arc<Mutex<Writer>>,
+    reading: Mutex<Reading>,
+    not_empty: Notify,
+    when_full: WhenFull,
+    sync: SyncMode,
+    max_bytes: u64,
+    syncer: GroupSync,
+    /// The last sequence number written, for the queue length.
+    written: AtomicU64,
+    closed: AtomicBool,
+}
+
+struct Reading {
+    reader: Reader,
+    /// A record read but left for the next batch (it did not fit this one).
+    peeked: Option<(u64, Vec<SpanItem>, usize)>,
+    last_persist: Instant,
+}
+
+impl DiskQueue {
+    /// Opens (or creates) the queue directory; what an earlier run left there is
+    /// delivered first.
+    pub(crate) fn open(id: &str, dir: &Path, settings: &QueueSettings) -> Result<DiskQueue, String> {
+        let options = Options { max_bytes: settings.max_bytes(), ..Options::default() };
+        let opened = gencol_queue::open(dir, options).map_err(|e| format!("disk queue {}: {e}", dir.display()))?;
+        let report = &opened.report;
+        for file in &report.foreign_files {
+            tracing::error!(exporter = id, file = %file.display(), "a file that is not a queue segment is in the disk queue directory: ignored (move it elsewhere)");
+        }
+        for problem in &report.problems {
+            tracing::error!(exporter = id, dir = %dir.display(), "disk queue: {problem}");
+        }
+        if report.next_seq > report.acked_upto + 1 {
+            tracing::info!(
+                exporter = id,
+                dir = %dir.display(),
+                records = report.next_seq - report.acked_upto - 1,
+                bytes = report.bytes,
+                "disk queue holds records from an earlier run: delivering them first"
+            );
+        }
+        let written = AtomicU64::new(report.next_seq.saturating_sub(1));
+        let writer = Arc::new(Mutex::new(opened.writer));
+        Ok(DiskQueue {
+            id: id.to_owned(),
+            dir: dir.to_owned(),
+            syncer: start_syncer(id, dir, writer.clone(), settings.sync)?,
+            writer,
+            reading: Mutex::new(Reading { reader: opened.reader, peeked: None, last_persist: Instant::now() }),
+            not_empty: Notify::new(),
+            when_full: settings.when_full,
+            sync: settings.sync,
+            max_bytes: settings.max_bytes(),
+            written,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Why a batch of about `bytes` would not be taken now (only with `block`).
+    pub(crate) fn refuses(&self, bytes: usize) -> Option<String> {
+        if self.when_full != WhenFull::Block {
+            return None;
+        }
+        let w = lock(&self.writer);
+        if w.has_room(bytes) {
+            return None;
+        }
+        Some(format!(
+            "disk queue {} is full ({} of queue.max_bytes {} bytes): the destination is not taking data; it resumes as it does, or raise queue.max_bytes",
+            self.dir.display(),
+            w.bytes(),
+            self.max_bytes
+        ))
+    }
+
+    /// Writes `items` as one record. With `sync: always`, `ack` is held by the syncer
+    /// until the record is fsynced.
+    pub(crate) fn push(&self, items: &[SpanItem], ack: Option<&AckToken>) -> Result<(), Refused> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Refused::Closed);
+        }
+        let mut payload = Vec::new();
+        encode_batch(items, &mut payload);
+        {
+            let mut w = lock(&self.writer);
+            if self.when_full == WhenFull::DropNewest && !w.has_room(payload.len()) {
+                return Err(Refused::Dropped);
+            }
+            match w.append(&payload) {
+                Ok(seq) => self.written.store(seq, Ordering::Release),
+                // Only `drop_newest` checks for room here; a full `block` queue was
+                // refused before the processors ran.
+                Err(QueueError::Full { .. }) => return Err(Refused::Dropped),
+                Err(e) => return Err(Refused::Unavailable(format!("cannot write the disk queue: {e}"))),
+            }
+        }
+        self.not_empty.notify_one();
+        if let (Some(ack), SyncMode::Always) = (ack, self.sync) {
+            self.syncer.hold(ack.clone());
+        }
+        Ok(())
+    }
+
+    /// Holds `ack` until everything written so far is fsynced.
+    pub(crate) fn hold_until_synced(&self, ack: &AckToken) {
+        self.syncer.hold(ack.clone());
+    }
+
+    pub(crate) async fn pop(&self, limit: BatchLimit) -> Option<Taken> {
+        loop {
+            let notified = self.not_empty.notified();
+            if let Some(taken) = self.take(limit) {
+                return Some(taken);
+            }
+            if self.is_closed() {
+                return None;
+            }
+            notified.await;
+        }
+    }
+
+    /// Reads whole records up to `limit` (at least one when any is there) without waiting.
+    pub(crate) fn take(&self, limit: BatchLimit) -> Option<Taken> {
+        if limit.spans == 0 || limit.bytes == 0 {
+            return None;
+        }
+        let mut guard = lock(&self.reading);
+        let r = &mut *guard;
+        let mut taken = Taken { items: Vec::new(), bytes: 0, seqs: Vec::new() };
+        loop {
+            let (seq, items, bytes) = match r.peeked.take() {
+                Some(peeked) => peeked,
+                None => match r.reader.next() {
+                    Ok(Read::Record { seq, payload, .. }) => match decode_batch(&payload) {
+                        Ok(items) => (seq, items, payload.len()),
+                        Err(e) => {
+                            tracing::error!(exporter = %self.id, dir = %self.dir.display(), seq, "a disk queue record could not be decoded, skipping it (1 record lost): {e}");
+                            r.reader.ack(seq);
+                            continue;
+                        }
+                    },
+                    Ok(Read::Skipped(s)) => {
+                        if s.torn_tail {
+                            tracing::warn!(exporter = %self.id, file = %s.file.display(), offset = s.offset, bytes = s.bytes, "disk queue: a record cut short by a crash was skipped (it was never acknowledged to a sender)");
+                        } else {
+                            tracing::error!(exporter = %self.id, file = %s.file.display(), offset = s.offset, bytes = s.bytes, records_lost = s.records_lost, "disk queue: corrupt data skipped: {}", s.reason);
+                        }
+                        continue;
+                    }
+                    Ok(Read::End) => break,
+                    Err(e) => {
+                        tracing::error!(exporter = %self.id, "cannot read the disk queue: {e}");
+                        break;
+                    }
+                },
+            };
+            let fits = taken.items.len() + items.len() <= limit.spans && taken.bytes + bytes <= limit.bytes;
+            if !taken.seqs.is_empty() && !fits {
+                r.peeked = Some((seq, items, bytes));
+                break;
+            }
+            taken.items.extend(items);
+            taken.bytes += bytes;
+            taken.seqs.push(seq);
+            if !fits {
+                break;
+            }
+        }
+        (!taken.seqs.is_empty()).then_some(taken)
+    }
+
+    /// The records of a sent (or refused) batch are done: never read again.
+    pub(crate) fn done(&self, seqs: &[u64]) {
+        let mut r = lock(&self.reading);
+        for &seq in seqs {
+            r.reader.ack(seq);
+        }
+        if r.last_persist.elapsed() >= PERSIST_ACKS_EVERY {
+            r.last_persist = Instant::now();
+            if let Err(e) = r.reader.persist_acks() {
+                tracing::warn!(exporter = %self.id, "cannot record delivered disk queue records (they may be sent again after a restart): {e}");
+            }
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Stops taking batches; the syncer makes what was written durable and stops; the
+    /// delivered position is written down. What is left stays for the next start.
+    pub(crate) fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.not_empty.notify_waiters();
+        self.syncer.stop();
+        if let Err(e) = lock(&self.reading).reader.persist_acks() {
+            tracing::warn!(exporter = %self.id, "cannot record delivered disk queue records: {e}");
+        }
+    }
+
+    /// Records not delivered yet (read or not).
+    pub(crate) fn len(&self) -> usize {
+        let acked = lock(&self.reading).reader.acked_upto();
+        usize::try_from(self.written.load(Ordering::Acquire).saturating_sub(acked)).unwrap_or(usize::MAX)
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The queue's group commit: one fsync covers every record written before it started.
+fn start_syncer(id: &str, dir: &Path, writer: Arc<Mutex<Writer>>, mode: SyncMode) -> Result<GroupSync, String> {
+    let sync = Box::new(move || {
+        // The sync point is taken under the lock (cheap); the fsync runs without it, so
+        // writers keep appending meanwhile.
+        let point = lock(&writer).sync_point();
+        point.sync().map(drop)
+    });
+    let every = match mode {
+        SyncMode::Always => None,
+        SyncMode::Every(every) => Some(every),
+    };
+    GroupSync::start(&format!("the disk queue of exporter `{id}` ({})", dir.display()), sync, every)
+        .map_err(|e| format!("cannot start the disk queue's fsync thread: {e}"))
+}

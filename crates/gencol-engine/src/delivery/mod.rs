@@ -1,0 +1,503 @@
+//! Delivery, written once for every exporter (SPEC §7): a bounded queue in front of
+//! each exporter so a slow destination never delays another (in memory, or on disk where
+//! a 202 means fsynced), batching (take what is queued, up to a batch size; a partial
+//! batch waits a few milliseconds for more), a few sends in flight, and
+//! send → timeout → retry with backoff that honours `Retry-After` in full.
+
+mod disk;
+mod memory;
+mod retry;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gencol_config::{ByteSize, Duration as ConfigDuration};
+use gencol_model::SpanItem;
+use prost::Message;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::component::Exporter;
+use crate::consumer::AckToken;
+pub(crate) use disk::DiskQueue;
+pub(crate) use memory::MemoryQueue;
+use retry::{Outcome, send_with_retry};
+
+/// The keys every exporter accepts besides its own.
+pub const DELIVERY_KEYS: [&str; 4] = ["timeout", "retry", "queue", "privacy_mode"];
+
+/// What one export request carries at most: spans, and their encoded size (protobuf,
+/// as the queue counts it). Small spans go out 1,024 at a time; generation spans with
+/// their content (several KiB each) stop at 4 MiB, which keeps a request under backends'
+/// limits and a send in flight, holding its spans and their encoding, to a few MiB.
+const MAX_BATCH: BatchLimit = BatchLimit { spans: 1024, bytes: 4 * 1024 * 1024 };
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchLimit {
+    pub(crate) spans: usize,
+    pub(crate) bytes: usize,
+}
+
+impl BatchLimit {
+    /// What is left of this limit after a batch of `spans` spans and `bytes` bytes.
+    fn after(self, spans: usize, bytes: usize) -> BatchLimit {
+        BatchLimit { spans: self.spans.saturating_sub(spans), bytes: self.bytes.saturating_sub(bytes) }
+    }
+}
+
+/// How long a partial batch waits for more spans before it is sent: short next to a
+/// backend's own ingest delay, long enough that a steady trickle goes out in batches.
+const BATCH_LINGER: Duration = Duration::from_millis(10);
+
+/// Delivery settings of one exporter.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// Time one send may take before it counts as a retryable failure.
+    pub timeout: ConfigDuration,
+    pub retry: RetrySettings,
+    pub queue: QueueSettings,
+    /// This destination gets no prompt or completion content (SPEC §5).
+    pub privacy_mode: bool,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            timeout: ConfigDuration(Duration::from_secs(10)),
+            retry: RetrySettings::default(),
+            queue: QueueSettings::default(),
+            privacy_mode: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    pub enabled: bool,
+    pub initial_interval: ConfigDuration,
+    pub max_interval: ConfigDuration,
+    /// Give up on a batch after this long (logged and counted as failed).
+    pub max_elapsed_time: ConfigDuration,
+    pub multiplier: f64,
+    /// Each wait is randomised by ± this fraction, so many gencols do not retry in step.
+    pub jitter: f64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            enabled: true,
+            initial_interval: ConfigDuration(Duration::from_secs(1)),
+            max_interval: ConfigDuration(Duration::from_secs(30)),
+            max_elapsed_time: ConfigDuration(Duration::from_secs(300)),
+            multiplier: 1.5,
+            jitter: 0.5,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueKind {
+    Memory,
+    Disk,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Push back: nothing answered 2xx is dropped. A full memory queue makes its
+    /// pipeline wait, so receivers answer 503 once the pipeline is full too; a full disk
+    /// queue makes receivers answer 503 at once.
+    Block,
+    /// Refuse the new batch for this exporter only (logged and counted): lossy, for
+    /// best-effort destinations.
+    DropNewest,
+}
+
+/// When a disk queue fsyncs (`queue.sync`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Before the receiver answers 202; concurrent requests share one fsync.
+    Always,
+    /// On a timer: a 202 means written, and fsynced within this long (weaker: a power
+    /// loss can take the last interval; a crash of gencol alone cannot).
+    Every(Duration),
+}
+
+impl<'de> Deserialize<'de> for SyncMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "always" {
+            return Ok(SyncMode::Always);
+        }
+        match ConfigDuration::parse(&text) {
+            Ok(every) if !every.0.is_zero() => Ok(SyncMode::Every(every.0)),
+            _ => Err(serde::de::Error::custom(format!(
+                "queue.sync: expected `always` or a duration such as `100ms`, found `{text}`"
+            ))),
+        }
+    }
+}
+
+/// Memory queue bound in bytes when `max_bytes` is not written.
+const MEMORY_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Disk queue bound (bytes on disk) when `max_bytes` is not written (SPEC §7).
+const DISK_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    pub kind: QueueKind,
+    /// Spans held at most (memory queue).
+    pub max_items: usize,
+    /// Memory: encoded span bytes held at most (default 64MiB). Disk: bytes of queue
+    /// files on disk at most (default 1GiB).
+    pub max_bytes: Option<ByteSize>,
+    pub when_full: WhenFull,
+    /// Disk queue directory; default `<service.data_dir>/queues/<exporter id>`.
+    pub dir: Option<String>,
+    pub sync: SyncMode,
+    /// Sends in flight at once.
+    pub consumers: usize,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            kind: QueueKind::Memory,
+            max_items: 100_000,
+            max_bytes: None,
+            // Nothing answered 2xx is dropped by default: an exporter that falls behind
+            // pushes back. `drop_newest` is the explicit, lossy choice.
+            when_full: WhenFull::Block,
+            dir: None,
+            sync: SyncMode::Always,
+            consumers: 4,
+        }
+    }
+}
+
+impl QueueSettings {
+    /// The byte bound in force for this queue kind.
+    pub fn max_bytes(&self) -> u64 {
+        match (self.max_bytes, self.kind) {
+            (Some(b), _) => b.0,
+            (None, QueueKind::Memory) => MEMORY_MAX_BYTES,
+            (None, QueueKind::Disk) => DISK_MAX_BYTES,
+        }
+    }
+
+    /// The disk queue directory of exporter `id`.
+    pub fn disk_dir(&self, data_dir: &Path, id: &str) -> PathBuf {
+        match &self.dir {
+            Some(dir) => PathBuf::from(dir),
+            None => data_dir.join("queues").join(id),
+        }
+    }
+}
+
+/// Counters of one exporter, read at shutdown and by tests.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
+    pub dropped: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+impl DeliveryStats {
+    pub fn snapshot(&self) -> [u64; 4] {
+        [&self.sent, &self.failed, &self.dropped, &self.retries].map(|a| a.load(Ordering::Relaxed))
+    }
+}
+
+/// The queue in front of one exporter.
+pub(crate) enum Queue {
+    Memory(MemoryQueue),
+    // Boxed: one queue per exporter, made once; the size difference is not worth carrying.
+    Disk(Box<DiskQueue>),
+}
+
+/// Spans taken from a queue for one send; `seqs` are the disk records they came from.
+pub(crate) struct Taken {
+    items: Vec<SpanItem>,
+    bytes: usize,
+    seqs: Vec<u64>,
+}
+
+/// Why a queue did not take a batch.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// Full, with `when_full: drop_newest`: dropped for this exporter (counted).
+    Dropped,
+    /// Full with `block` (disk), or the disk cannot be written: the receiver answers 503.
+    Unavailable(String),
+    /// Shutting down.
+    Closed,
+}
+
+impl Queue {
+    async fn pop(&self, limit: BatchLimit) -> Option<Taken> {
+        match self {
+            Queue::Memory(q) => q.pop(limit).await.map(|(items, bytes)| Taken { items, bytes, seqs: Vec::new() }),
+            Queue::Disk(q) => q.pop(limit).await,
+        }
+    }
+
+    fn take(&self, limit: BatchLimit) -> Option<Taken> {
+        match self {
+            Queue::Memory(q) => q.take(limit).map(|(items, bytes)| Taken { items, bytes, seqs: Vec::new() }),
+            Queue::Disk(q) => q.take(limit),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Queue::Memory(q) => q.is_closed(),
+            Queue::Disk(q) => q.is_closed(),
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        match self {
+            Queue::Memory(q) => q.close(),
+            Queue::Disk(q) => q.close(),
+        }
+    }
+
+    /// Spans (memory) or records (disk) not delivered yet.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Queue::Memory(q) => q.len(),
+            Queue::Disk(q) => q.len(),
+        }
+    }
+
+    /// Why a batch of about `bytes` encoded bytes cannot be taken now: only a disk queue
+    /// with `block` refuses (a memory queue waits for room instead; `drop_newest` drops).
+    pub(crate) fn refuses(&self, bytes: usize) -> Option<String> {
+        match self {
+            Queue::Disk(q) => q.refuses(bytes),
+            Queue::Memory(_) => None,
+        }
+    }
+
+    /// Adds a batch. `ack` (with a disk queue and `sync: always`) is held until the batch
+    /// is fsynced, and failed if it cannot be. A disk queue with `block` takes the batch
+    /// even when full: the pipeline checked for room before it ran its processors, and
+    /// what they release later (`hierarchy` roots) has no sender that could retry it.
+    async fn push(&self, items: Vec<SpanItem>, ack: Option<&AckToken>) -> Result<(), Refused> {
+        match self {
+            Queue::Memory(q) => {
+                if q.push(items).await {
+                    Ok(())
+                } else if q.is_closed() {
+                    Err(Refused::Closed)
+                } else {
+                    Err(Refused::Dropped)
+                }
+            }
+            Queue::Disk(q) => q.push(&items, ack),
+        }
+    }
+
+    /// Holds `ack` until everything written to this queue so far is fsynced (a memory
+    /// queue has nothing to wait for).
+    pub(crate) fn hold_until_synced(&self, ack: &AckToken) {
+        if let Queue::Disk(q) = self {
+            q.hold_until_synced(ack);
+        }
+    }
+
+    /// Marks a taken batch done (sent, or refused for good).
+    fn done(&self, taken: &Taken) {
+        if let Queue::Disk(q) = self {
+            q.done(&taken.seqs);
+        }
+    }
+}
+
+/// Drains one exporter's queue until it is closed and empty, or `stop` is cancelled.
+pub(crate) async fn run_exporter(
+    id: String,
+    exporter: Arc<dyn Exporter>,
+    queue: Arc<Queue>,
+    settings: DeliverySettings,
+    stats: Arc<DeliveryStats>,
+    stop: CancellationToken,
+) {
+    let in_flight = Arc::new(Semaphore::new(settings.queue.consumers.max(1)));
+    let mut sends = JoinSet::new();
+    loop {
+        // A send slot first, then the batch: while every slot is busy, spans gather in
+        // the queue and go out together, instead of being taken early in small batches.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+        let taken = tokio::select! {
+            b = queue.pop(MAX_BATCH) => b,
+            _ = stop.cancelled() => None,
+        };
+        let Some(mut taken) = taken else { break };
+        // A trickle (a few generations a millisecond) would otherwise go out a span or
+        // two per request, and each request costs far more than the spans in it. What
+        // arrives within BATCH_LINGER joins this batch; a full batch, and shutdown,
+        // never wait.
+        if taken.items.len() < MAX_BATCH.spans && taken.bytes < MAX_BATCH.bytes && !queue.is_closed() {
+            tokio::select! {
+                _ = tokio::time::sleep(BATCH_LINGER) => {}
+                _ = stop.cancelled() => {}
+            }
+            while let Some(more) = queue.take(MAX_BATCH.after(taken.items.len(), taken.bytes)) {
+                taken.items.extend(more.items);
+                taken.bytes += more.bytes;
+                taken.seqs.extend(more.seqs);
+            }
+        }
+        let (id, exporter, settings, stats, stop, queue) =
+            (id.clone(), exporter.clone(), settings.clone(), stats.clone(), stop.clone(), queue.clone());
+        sends.spawn(async move {
+            deliver_taken(&id, exporter.as_ref(), &queue, taken, &settings, &stats, &stop).await;
+            drop(permit);
+        });
+        while sends.try_join_next().is_some() {}
+    }
+    while sends.join_next().await.is_some() {}
+}
+
+/// Sends one taken batch and settles it: counted, and (disk) acknowledged so it is not
+/// read again, or kept on disk when retries ran out or shutdown came first.
+async fn deliver_taken(
+    id: &str,
+    exporter: &dyn Exporter,
+    queue: &Queue,
+    taken: Taken,
+    settings: &DeliverySettings,
+    stats: &DeliveryStats,
+    stop: &CancellationToken,
+) {
+    let n = taken.items.len() as u64;
+    let on_disk = matches!(queue, Queue::Disk(_));
+    loop {
+        match send_with_retry(id, exporter, &taken.items, settings, stats, stop).await {
+            Outcome::Sent => {
+                stats.sent.fetch_add(n, Ordering::Relaxed);
+                queue.done(&taken);
+                return;
+            }
+            Outcome::Rejected => {
+                stats.failed.fetch_add(n, Ordering::Relaxed);
+                queue.done(&taken);
+                return;
+            }
+            Outcome::GaveUp if on_disk => {
+                // SPEC §7: a disk-queued batch stays on disk for later. It keeps this
+                // send slot and starts a new round of retries after a pause.
+                tracing::warn!(
+                    exporter = id,
+                    spans = n,
+                    "batch kept in the disk queue; trying again in {:?}",
+                    settings.retry.max_interval.0
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(settings.retry.max_interval.0.max(Duration::from_secs(1))) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+            Outcome::GaveUp => {
+                stats.failed.fetch_add(n, Ordering::Relaxed);
+                return;
+            }
+            Outcome::Stopped if on_disk => {
+                tracing::info!(
+                    exporter = id,
+                    spans = n,
+                    "shutdown_timeout reached while sending: batch stays on disk for the next start"
+                );
+                return;
+            }
+            Outcome::Stopped => {
+                stats.failed.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(
+                    exporter = id,
+                    spans = n,
+                    "shutdown_timeout reached while sending: batch lost (memory queue)"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// What the pipeline uses to hand a batch to one exporter.
+#[derive(Clone)]
+pub(crate) struct ExporterHandle {
+    pub id: String,
+    pub queue: Arc<Queue>,
+    pub privacy_mode: bool,
+    pub stats: Arc<DeliveryStats>,
+    last_warning: Arc<Mutex<Option<Instant>>>,
+}
+
+impl ExporterHandle {
+    pub(crate) fn new(id: String, queue: Arc<Queue>, privacy_mode: bool, stats: Arc<DeliveryStats>) -> Self {
+        ExporterHandle { id, queue, privacy_mode, stats, last_warning: Arc::default() }
+    }
+
+    /// Whether this exporter's queue fsyncs before a receiver may answer 202.
+    pub(crate) fn is_durable(&self) -> bool {
+        matches!(&*self.queue, Queue::Disk(_))
+    }
+
+    /// Queues `items` for this exporter. With a disk queue, `ack` is held until they are
+    /// fsynced (or failed when they cannot be kept, so the receiver answers 503).
+    pub(crate) async fn deliver(&self, mut items: Vec<SpanItem>, ack: Option<&AckToken>) {
+        if self.privacy_mode {
+            for item in &mut items {
+                gencol_model::attributes::strip_content(&mut item.span.attributes);
+            }
+        }
+        let n = items.len() as u64;
+        match self.queue.push(items, ack).await {
+            Ok(()) => {}
+            Err(Refused::Dropped) => {
+                let total = self.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
+                self.warn_at_most_every_10s(|| {
+                    tracing::warn!(exporter = %self.id, dropped_total = total, "exporter queue full: dropping new spans for this destination (queue.when_full: drop_newest; use block to push back instead)");
+                });
+            }
+            Err(Refused::Unavailable(reason)) => {
+                if let Some(ack) = ack {
+                    ack.fail(&reason);
+                }
+                self.warn_at_most_every_10s(|| {
+                    tracing::error!(exporter = %self.id, "cannot queue spans for this destination, receivers answer 503: {reason}");
+                });
+            }
+            Err(Refused::Closed) => {
+                if let Some(ack) = ack {
+                    ack.fail("gencol is shutting down");
+                }
+            }
+        }
+    }
+
+    /// One warning per 10 s at most: a dead destination or a full disk must not flood the log.
+    fn warn_at_most_every_10s(&self, warn: impl FnOnce()) {
+        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            warn();
+        }
+    }
+}
+
+/// The encoded size of a batch as the queues count it.
+pub(crate) fn encoded_bytes(items: &[SpanItem]) -> usize {
+    items.iter().map(|i| i.span.encoded_len()).sum()
+}
