@@ -486,6 +486,9 @@ impl RunningService {
                 self.delivery_stop.cancel();
                 let _ = e.task.await;
             }
+            if let Queue::Disk(q) = &*e.queue {
+                q.persist_acks();
+            }
             let [sent, failed, dropped, retries] = e.stats.snapshot();
             let left = e.queue.len();
             match &*e.queue {

@@ -116,13 +116,16 @@ impl Writer {
         self.check_room(record_len)?;
         let seq = self.next_seq;
         let mut active = match self.active.take() {
-            Some(active) if active.len < self.opts.segment_bytes => active,
+            Some(active) if !self.should_roll(&active) => active,
             _ => self.create_segment(seq)?,
         };
         encode_record(&mut self.buf, seq, now_ms(), payload);
         if let Err(e) = self.write_record(&active.file) {
             let path = active.path.clone();
             self.cut_back(active, record_len);
+            // The next record starts a new segment, so this one can be deleted once its
+            // records are delivered: on a full disk, that is how space comes back.
+            self.retire_active();
             return Err(QueueError::io(path, e));
         }
         active.len += record_len;
@@ -150,8 +153,33 @@ impl Writer {
         record_len(payload_len).is_ok_and(|len| self.check_room(len).is_ok())
     }
 
+    /// Whether the next record goes to a new segment: the active one is full, or every
+    /// record in it was delivered and it is large enough that freeing it is worth a new
+    /// file (a queue that keeps up would otherwise never give its only segment's space back).
+    fn should_roll(&self, active: &ActiveSegment) -> bool {
+        active.len >= self.opts.segment_bytes
+            || (active.len >= ROLL_WHEN_DELIVERED.min(self.opts.segment_bytes)
+                && lock(&self.shared).acked_upto >= self.last_seq)
+    }
+
+    /// Stops appending to the active segment (after a failed write). One that holds no
+    /// record is removed, so the next segment, which starts at the same seq, can take its name.
+    fn retire_active(&mut self) {
+        let Some(active) = self.active.take() else { return };
+        let mut shared = lock(&self.shared);
+        if shared.active == Some(active.first_seq) {
+            shared.active = None;
+        }
+        if active.len <= SEGMENT_HEADER_LEN && fs::remove_file(&active.path).is_ok() {
+            if let Some(segment) = shared.segments.remove(&active.first_seq) {
+                shared.bytes = shared.bytes.saturating_sub(segment.bytes);
+            }
+            shared.dir_changed = true;
+        }
+    }
+
     fn check_room(&self, record_len: u64) -> Result<(), QueueError> {
-        let rolls = self.active.as_ref().is_none_or(|active| active.len >= self.opts.segment_bytes);
+        let rolls = self.active.as_ref().is_none_or(|active| self.should_roll(active));
         let needed = record_len + if rolls { SEGMENT_HEADER_LEN } else { 0 };
         let shared = lock(&self.shared);
         // Taking one record into an empty queue whatever its size keeps a record larger than
@@ -246,6 +274,9 @@ impl Writer {
     }
 }
 
+/// A segment whose records were all delivered is closed once it is this large.
+const ROLL_WHEN_DELIVERED: u64 = 1024 * 1024;
+
 fn record_len(payload_len: usize) -> Result<u64, QueueError> {
     if payload_len > MAX_PAYLOAD {
         return Err(QueueError::TooLarge { len: payload_len, max: MAX_PAYLOAD });
@@ -261,7 +292,7 @@ fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use crate::test_support::read_all;
-    use crate::{Opened, Reader, open};
+    use crate::{Opened, Read, Reader, open};
 
     fn len_of(path: &Path) -> u64 {
         fs::metadata(path).expect("stat").len()
@@ -283,6 +314,51 @@ mod tests {
         drop((writer, reader));
         let Opened { mut reader, .. } = open(dir.path(), Options::default()).expect("reopen");
         assert_eq!(read_all(&mut reader), (expected, vec![]));
+    }
+
+    #[test]
+    fn a_failed_write_retires_the_segment_so_its_space_comes_back_once_delivered() {
+        // As on a full disk: the only segment must become deletable, or space never returns.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Opened { mut writer, mut reader, .. } = open(dir.path(), Options::default()).expect("open");
+        writer.append(&[1; 100]).expect("append");
+        writer.faults.fail_write_after = Some(10);
+        assert!(matches!(writer.append(&[2; 100]), Err(QueueError::Io { .. })));
+        let (records, _) = read_all(&mut reader);
+        records.iter().for_each(|(seq, _)| reader.ack(*seq));
+        reader.persist_acks().expect("persist");
+        assert!(!dir.path().join(segment_file_name(1)).exists(), "delivered and no longer active: deleted");
+        assert_eq!(writer.bytes(), 0);
+        assert_eq!(writer.append(b"three").expect("append"), 2);
+        assert_eq!(read_all(&mut reader).0, vec![(2, b"three".to_vec())]);
+    }
+
+    #[test]
+    fn a_failed_write_into_a_new_segment_leaves_no_empty_file_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Opened { mut writer, mut reader, .. } = open(dir.path(), Options::default()).expect("open");
+        writer.faults.fail_write_after = Some(0);
+        assert!(matches!(writer.append(b"one"), Err(QueueError::Io { .. })));
+        assert!(!dir.path().join(segment_file_name(1)).exists());
+        assert_eq!(writer.append(b"one").expect("the next segment takes the same name"), 1);
+        assert_eq!(read_all(&mut reader).0, vec![(1, b"one".to_vec())]);
+    }
+
+    #[test]
+    fn a_delivered_segment_is_closed_at_a_mebibyte_so_a_queue_that_keeps_up_frees_space() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Opened { mut writer, mut reader, .. } = open(dir.path(), Options::default()).expect("open");
+        let record = vec![7u8; 64 * 1024];
+        for _ in 0..40 {
+            writer.append(&record).expect("append");
+            while let Ok(Read::Record { seq, .. }) = reader.next() {
+                reader.ack(seq);
+            }
+            reader.persist_acks().expect("persist");
+        }
+        // 40 × 64 KiB delivered as written: segments are closed at ~1 MiB and deleted, far
+        // below the 8 MiB a segment could reach.
+        assert!(writer.bytes() <= 1024 * 1024 + 2 * 64 * 1024, "{} bytes still on disk", writer.bytes());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use gencol_model::stored::{decode_batch, encode_batch};
 use gencol_queue::{Options, QueueError, Read, Reader, Writer};
 use tokio::sync::Notify;
 
-use super::{BatchLimit, QueueSettings, Refused, SyncMode, Taken, WhenFull};
+use super::{BatchLimit, QueueSettings, Refused, SyncMode, Taken, WhenFull, take_or_wait};
 use crate::consumer::AckToken;
 use crate::group_sync::GroupSync;
 
@@ -142,16 +142,7 @@ impl DiskQueue {
     }
 
     pub(crate) async fn pop(&self, limit: BatchLimit) -> Option<Taken> {
-        loop {
-            let notified = self.not_empty.notified();
-            if let Some(taken) = self.take(limit) {
-                return Some(taken);
-            }
-            if self.is_closed() {
-                return None;
-            }
-            notified.await;
-        }
+        take_or_wait(&self.not_empty, || self.take(limit), || self.is_closed()).await
     }
 
     /// Reads whole records up to `limit` (at least one when any is there) without waiting.
@@ -175,11 +166,13 @@ impl DiskQueue {
                         }
                     },
                     Ok(Read::Skipped(s)) => {
-                        if s.torn_tail {
-                            tracing::warn!(exporter = %self.id, file = %s.file.display(), offset = s.offset, bytes = s.bytes, "disk queue: a record cut short by a crash was skipped (it was never acknowledged to a sender)");
+                        // SPEC §7: an error naming the file and the records lost, and on.
+                        let cause = if s.torn_tail {
+                            "a record cut short, as a crash while writing leaves it (such a record was never acknowledged to its sender)".to_owned()
                         } else {
-                            tracing::error!(exporter = %self.id, file = %s.file.display(), offset = s.offset, bytes = s.bytes, records_lost = s.records_lost, "disk queue: corrupt data skipped: {}", s.reason);
-                        }
+                            s.reason.clone()
+                        };
+                        tracing::error!(exporter = %self.id, file = %s.file.display(), offset = s.offset, bytes = s.bytes, records_lost = s.records_lost, "disk queue: skipped unreadable data in {}: {cause}", s.file.display());
                         continue;
                     }
                     Ok(Read::End) => break,
@@ -230,8 +223,14 @@ impl DiskQueue {
         }
         self.not_empty.notify_waiters();
         self.syncer.stop();
+        self.persist_acks();
+    }
+
+    /// Writes down what was delivered (after the last sends of a shutdown), so a restart
+    /// does not send it again.
+    pub(crate) fn persist_acks(&self) {
         if let Err(e) = lock(&self.reading).reader.persist_acks() {
-            tracing::warn!(exporter = %self.id, "cannot record delivered disk queue records: {e}");
+            tracing::warn!(exporter = %self.id, "cannot record delivered disk queue records (they may be sent again after a restart): {e}");
         }
     }
 
@@ -260,4 +259,85 @@ fn start_syncer(id: &str, dir: &Path, writer: Arc<Mutex<Writer>>, mode: SyncMode
     };
     GroupSync::start(&format!("the disk queue of exporter `{id}` ({})", dir.display()), sync, every)
         .map_err(|e| format!("cannot start the disk queue's fsync thread: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use gencol_config::ByteSize;
+    use gencol_model::Origin;
+
+    use super::*;
+    use crate::delivery::{MAX_BATCH, QueueKind};
+
+    fn spans(names: &[&str]) -> Vec<SpanItem> {
+        let origin = Arc::new(Origin::default());
+        names
+            .iter()
+            .map(|n| {
+                let span = opentelemetry_proto::tonic::trace::v1::Span { name: (*n).into(), ..Default::default() };
+                SpanItem { origin: origin.clone(), span, generation: None }
+            })
+            .collect()
+    }
+
+    fn settings() -> QueueSettings {
+        QueueSettings { kind: QueueKind::Disk, ..QueueSettings::default() }
+    }
+
+    fn names(t: &Taken) -> Vec<&str> {
+        t.items.iter().map(|i| i.span.name.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn an_ack_waits_for_the_fsync_and_what_was_not_delivered_comes_back_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = DiskQueue::open("otlp", dir.path(), &settings()).unwrap();
+            let (ack, wait) = AckToken::new();
+            q.push(&spans(&["a", "b"]), Some(&ack)).unwrap();
+            q.push(&spans(&["c"]), Some(&ack)).unwrap();
+            drop(ack);
+            assert_eq!(wait.wait(Duration::from_secs(5)).await, Ok(()), "fsynced, then acknowledged");
+            let first = q.take(BatchLimit { spans: 2, bytes: usize::MAX }).unwrap();
+            assert_eq!(names(&first), ["a", "b"], "whole records, within the limit");
+            q.done(&first.seqs);
+            q.close();
+            assert_eq!(q.len(), 1);
+        }
+        // As after a crash or a restart: only what was not delivered is read again.
+        let q = DiskQueue::open("otlp", dir.path(), &settings()).unwrap();
+        let again = q.pop(MAX_BATCH).await.unwrap();
+        assert_eq!(names(&again), ["c"]);
+        q.close();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_with_block_and_drops_with_drop_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = QueueSettings { max_bytes: Some(ByteSize(200)), ..settings() };
+        let q = DiskQueue::open("otlp", dir.path(), &small).unwrap();
+        q.push(&spans(&[&"x".repeat(150)]), None).unwrap();
+        let refusal = q.refuses(150).expect("full");
+        assert!(refusal.contains("queue.max_bytes"), "{refusal}");
+        q.close();
+
+        let dir = tempfile::tempdir().unwrap();
+        let dropping = QueueSettings { when_full: WhenFull::DropNewest, ..small };
+        let q = DiskQueue::open("otlp", dir.path(), &dropping).unwrap();
+        assert!(q.refuses(150).is_none(), "drop_newest never refuses a request");
+        q.push(&spans(&[&"x".repeat(150)]), None).unwrap();
+        assert!(matches!(q.push(&spans(&[&"y".repeat(150)]), None), Err(Refused::Dropped)));
+        q.close();
+    }
+
+    #[tokio::test]
+    async fn a_second_gencol_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = DiskQueue::open("otlp", dir.path(), &settings()).unwrap();
+        let second = DiskQueue::open("otlp", dir.path(), &settings()).err().unwrap();
+        assert!(second.contains(&dir.path().display().to_string()), "{second}");
+        q.close();
+    }
 }

@@ -8,7 +8,7 @@ use gencol_model::SpanItem;
 use prost::Message;
 use tokio::sync::Notify;
 
-use super::{BatchLimit, QueueSettings, WhenFull};
+use super::{BatchLimit, QueueSettings, WhenFull, take_or_wait};
 
 struct QueueState {
     jobs: VecDeque<(Vec<SpanItem>, usize)>,
@@ -79,16 +79,7 @@ impl MemoryQueue {
 
     /// Takes a batch within `limit`; waits while empty; `None` once closed and drained.
     pub(crate) async fn pop(&self, limit: BatchLimit) -> Option<(Vec<SpanItem>, usize)> {
-        loop {
-            let notified = self.not_empty.notified();
-            if let Some(batch) = self.take(limit) {
-                return Some(batch);
-            }
-            if self.is_closed() {
-                return None;
-            }
-            notified.await;
-        }
+        take_or_wait(&self.not_empty, || self.take(limit), || self.is_closed()).await
     }
 
     /// Takes queued spans within `limit` (at least one span when any is queued and the

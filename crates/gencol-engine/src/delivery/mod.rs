@@ -17,7 +17,7 @@ use gencol_config::{ByteSize, Duration as ConfigDuration};
 use gencol_model::SpanItem;
 use prost::Message;
 use serde::Deserialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -494,6 +494,22 @@ impl ExporterHandle {
             *last = Some(Instant::now());
             warn();
         }
+    }
+}
+
+/// Tries `take` until it yields a batch, waiting on `not_empty` between tries; `None` once
+/// `closed` and nothing is left.
+async fn take_or_wait<T>(not_empty: &Notify, take: impl Fn() -> Option<T>, closed: impl Fn() -> bool) -> Option<T> {
+    loop {
+        // Registered before the try, so a push between the try and the wait is not missed.
+        let notified = not_empty.notified();
+        if let Some(taken) = take() {
+            return Some(taken);
+        }
+        if closed() {
+            return None;
+        }
+        notified.await;
     }
 }
 
