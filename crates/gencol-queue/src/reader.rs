@@ -228,11 +228,13 @@ impl Reader {
     /// bytes back to the writer's budget.
     pub fn persist_acks(&mut self) -> Result<(), QueueError> {
         let upto = self.acked_upto();
-        if upto != self.persisted {
-            write_ack(&self.dir, upto)?;
-            self.persisted = upto;
-        }
-        self.delete_acked_segments(upto)
+        let written =
+            if upto == self.persisted { Ok(()) } else { write_ack(&self.dir, upto).map(|()| self.persisted = upto) };
+        // Deleted even when the ack file could not be written: on a full disk that write
+        // fails, and deleting delivered segments is what gives the space back. A stale ack
+        // file only means a few records are delivered again after a restart.
+        self.delete_acked_segments(upto)?;
+        written
     }
 
     pub(crate) fn delete_acked_segments(&mut self, upto: u64) -> Result<(), QueueError> {

@@ -65,11 +65,12 @@ impl DiskQueue {
         for problem in &report.problems {
             tracing::error!(exporter = id, dir = %dir.display(), "disk queue: {problem}");
         }
-        if report.next_seq > report.acked_upto + 1 {
+        if report.bytes > 0 {
+            // Counted in bytes: sequence numbers would count a foreign or corrupt segment's name.
             tracing::info!(
                 exporter = id,
                 dir = %dir.display(),
-                records = report.next_seq - report.acked_upto - 1,
+                segments = report.segments,
                 bytes = report.bytes,
                 "disk queue holds records from an earlier run: delivering them first"
             );
@@ -203,7 +204,9 @@ impl DiskQueue {
         for &seq in seqs {
             r.reader.ack(seq);
         }
-        if r.last_persist.elapsed() >= PERSIST_ACKS_EVERY {
+        // Also at once when nothing is left to deliver: no later delivery would come to
+        // write it down, and a full disk or queue only gets its space back this way.
+        if r.last_persist.elapsed() >= PERSIST_ACKS_EVERY || r.reader.outstanding() == 0 {
             r.last_persist = Instant::now();
             if let Err(e) = r.reader.persist_acks() {
                 tracing::warn!(exporter = %self.id, "cannot record delivered disk queue records (they may be sent again after a restart): {e}");

@@ -28,6 +28,15 @@ pub struct Gencol {
     pub dir: tempfile::TempDir,
     pub generations_port: u16,
     pub otlp_port: u16,
+    /// What it was started with, so [`Gencol::restart`] runs the same command again.
+    launch: Launch,
+}
+
+/// The command line and environment of one gencol, kept for restarts.
+struct Launch {
+    files: Vec<PathBuf>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Gencol {
@@ -62,29 +71,93 @@ impl Gencol {
         let generations_port = free_port();
         let otlp_port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
-        let yaml =
-            yaml.replace("{GEN_PORT}", &generations_port.to_string()).replace("{OTLP_PORT}", &otlp_port.to_string());
-        let config = dir.path().join("gencol.yaml");
-        std::fs::write(&config, yaml).expect("write config");
-        let stdout = std::fs::File::create(dir.path().join("stdout.log")).expect("stdout log");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
+        let yaml = yaml
+            .replace("{GEN_PORT}", &generations_port.to_string())
+            .replace("{OTLP_PORT}", &otlp_port.to_string())
+            .replace("{DIR}", &dir.path().display().to_string());
+        std::fs::write(dir.path().join("gencol.yaml"), yaml).expect("write config");
+        let launch = Launch {
+            files: files.iter().map(|f| f.to_path_buf()).collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        let mut g = Gencol { child: None, dir, generations_port, otlp_port, launch };
+        g.child = Some(g.launch_child());
+        g
+    }
+
+    /// Runs gencol with the kept command line; its output is appended to the logs, so
+    /// `stderr()` tells the story of every run of this instance.
+    fn launch_child(&self) -> Child {
+        let log = |name: &str| {
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(name)).expect("log file")
+        };
         let mut cmd = Command::new(gencol_bin());
-        cmd.arg("run").args(args);
-        for file in files {
+        cmd.arg("run").args(&self.launch.args);
+        for file in &self.launch.files {
             cmd.arg("--config").arg(file);
         }
-        cmd.arg("--config").arg(&config).stdout(stdout).stderr(stderr).env_remove("RUST_LOG");
-        for (k, v) in env {
+        cmd.arg("--config").arg(self.config_path()).stdout(log("stdout.log")).stderr(log("stderr.log"));
+        cmd.env_remove("RUST_LOG");
+        for (k, v) in &self.launch.env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn gencol");
-        Gencol { child: Some(child), dir, generations_port, otlp_port }
+        cmd.spawn().expect("spawn gencol")
+    }
+
+    /// The config file written from the test's YAML (ports and `{DIR}` filled in).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gencol.yaml")
+    }
+
+    /// The process id of the running gencol, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still alive (it has not exited or been killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts gencol again with the same config file, ports and data (after [`Gencol::kill`]
+    /// or [`Gencol::stop`]) and waits until it listens. The ports were just released, so a
+    /// bind that fails is tried again for a while before giving up.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none() || !self.is_running(), "restart of a gencol that still runs");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            self.child = Some(self.launch_child());
+            match self.wait_listening(self.generations_port) {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline && e.contains("cannot listen") => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("restart: {e}"),
+            }
+        }
+    }
+
+    /// `VmHWM` (peak resident set) or another `/proc/PID/status` field, in KiB.
+    pub fn proc_status_kib(&self, field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with(&format!("{field}:")))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     fn wait_listening(&mut self, port: u16) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
                 return Err(format!("gencol exited early ({status}):\n{}", self.stderr()));
             }
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -230,4 +303,193 @@ service:
 "#,
         names = if extra_processors.contains("privacy") { ", privacy" } else { "" }
     )
+}
+
+/// Like [`post_with`], but a connection error (gencol down or restarting) is returned,
+/// not a panic, so a sender can retry as a gateway would.
+pub async fn try_post_with(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<(u16, serde_json::Value, reqwest::header::HeaderMap), reqwest::Error> {
+    let resp = client.post(url).header("content-type", content_type).body(body).send().await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await?;
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null), headers))
+}
+
+/// `gencol queue inspect DIR`: (exited 0, stdout, stderr).
+pub fn queue_inspect(dir: &Path) -> (bool, String, String) {
+    let out = Command::new(gencol_bin())
+        .args(["queue", "inspect"])
+        .arg(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run gencol queue inspect");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One accepted copy of a span, as much of it as durability checks look at.
+#[derive(Clone, Debug)]
+pub struct SpanCopy {
+    pub trace_id: String,
+    pub parent: Option<String>,
+    pub name: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Every span a sink accepted (2xx), by span id, with every copy: read request by request
+/// as answers come in, so a test can look often at a sink that holds hundreds of
+/// thousands of spans without decoding them all again each time.
+#[derive(Default)]
+pub struct SpanTally {
+    /// Requests of the current sink already read.
+    read: usize,
+    pub by_id: std::collections::HashMap<String, Vec<SpanCopy>>,
+    /// Spans accepted, repeats included.
+    pub copies: usize,
+}
+
+impl SpanTally {
+    /// Reads the requests `sink` has answered since the last call (stopping at the first
+    /// one still pending).
+    pub async fn absorb(&mut self, sink: &gencol_testkit::OtlpSink) {
+        while let Some(req) = sink.wait_for_request(self.read, Duration::ZERO).await {
+            self.read += 1;
+            if !req.is_success() {
+                continue;
+            }
+            for s in req.spans() {
+                self.copies += 1;
+                self.by_id.entry(s.span_id_hex()).or_default().push(SpanCopy {
+                    trace_id: s.trace_id_hex(),
+                    parent: s.parent_span_id_hex(),
+                    name: s.span.name.clone(),
+                    start: s.span.start_time_unix_nano,
+                    end: s.span.end_time_unix_nano,
+                });
+            }
+        }
+    }
+
+    /// Span ids seen at least once.
+    pub fn unique(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn has(&self, span_id: &str) -> bool {
+        self.by_id.contains_key(span_id)
+    }
+
+    /// Copies beyond the first of every span.
+    pub fn duplicates(&self) -> usize {
+        self.copies - self.unique()
+    }
+}
+
+/// An OTLP sink on one fixed 127.0.0.1 port that a test takes down (connection refused,
+/// as a dead destination) and brings back up; [`PortSink::tally`] counts what it accepted
+/// over all its lives.
+pub struct PortSink {
+    addr: std::net::SocketAddr,
+    options: gencol_testkit::SinkOptions,
+    sink: Option<gencol_testkit::OtlpSink>,
+    pub tally: SpanTally,
+}
+
+impl PortSink {
+    /// A sink on a free port that is down until [`PortSink::up`].
+    pub fn down_on_free_port(options: gencol_testkit::SinkOptions) -> PortSink {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        PortSink { addr, options: options.addr(addr), sink: None, tally: SpanTally::default() }
+    }
+
+    /// A sink that answers from the start.
+    pub async fn start(options: gencol_testkit::SinkOptions) -> PortSink {
+        let mut sink = PortSink::down_on_free_port(options);
+        sink.up().await;
+        sink
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.addr, self.options.path)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.sink.is_some()
+    }
+
+    /// Listens again on the same port (retrying while the port is still being released).
+    pub async fn up(&mut self) {
+        if self.sink.is_some() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match gencol_testkit::OtlpSink::start_with(self.options.clone()).await {
+                Ok(sink) => {
+                    self.sink = Some(sink);
+                    self.tally.read = 0;
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("sink on {} not up yet: {e}", self.addr);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot bring the sink back up on {}: {e}", self.addr),
+            }
+        }
+    }
+
+    /// The answer the sink gives when nothing is scripted, from its next [`PortSink::up`]
+    /// on (e.g. slow while a test overloads gencol, then fast to drain).
+    pub fn set_fallback(&mut self, answer: Option<gencol_testkit::Answer>) {
+        self.options.fallback = answer;
+    }
+
+    /// Stops listening and closes every connection; requests not yet answered were not
+    /// accepted (the exporter sees an error and must send them again).
+    pub async fn down(&mut self) {
+        if let Some(sink) = self.sink.take() {
+            self.tally.absorb(&sink).await;
+            sink.shutdown();
+        }
+    }
+
+    /// Reads what the sink accepted since the last look.
+    pub async fn absorb(&mut self) {
+        if let Some(sink) = &self.sink {
+            self.tally.absorb(sink).await;
+        }
+    }
+
+    /// The running sink (for `script`, `requests`, ...).
+    pub fn sink(&self) -> &gencol_testkit::OtlpSink {
+        self.sink.as_ref().expect("the sink is up")
+    }
+
+    /// Waits until every id in `want` was accepted, or `timeout` passed; returns the ids
+    /// still missing.
+    pub async fn wait_for_ids<'a>(
+        &mut self,
+        want: impl IntoIterator<Item = &'a String> + Clone,
+        timeout: Duration,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.absorb().await;
+            let missing: Vec<String> = want.clone().into_iter().filter(|id| !self.tally.has(id)).cloned().collect();
+            if missing.is_empty() || Instant::now() >= deadline {
+                return missing;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
