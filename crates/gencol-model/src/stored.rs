@@ -91,10 +91,14 @@ pub enum StoredError {
     Invalid(&'static str),
 }
 
-/// Encodes a batch, appending to `out`.
+/// Encodes a batch, appending to `out`. Written field by field, so the spans (several KiB
+/// of content each) are encoded from where they are instead of being cloned into a
+/// `StoredItem` first; the bytes are what `StoredBatch` would encode.
 pub fn encode_batch(items: &[SpanItem], out: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint, message, uint32};
+
     let mut origins: Vec<&Arc<Origin>> = Vec::new();
-    let mut stored = Vec::with_capacity(items.len());
+    let mut indexes = Vec::with_capacity(items.len());
     for item in items {
         // Batches hold one or a few origins: a linear search by pointer is the cheap way.
         let index = match origins.iter().position(|o| Arc::ptr_eq(o, &item.origin)) {
@@ -104,28 +108,33 @@ pub fn encode_batch(items: &[SpanItem], out: &mut Vec<u8>) {
                 origins.len() - 1
             }
         };
-        stored.push(StoredItem {
-            origin: index as u32,
-            span: Some(item.span.clone()),
-            generation: item.generation.as_deref().map(store_generation),
-        });
+        indexes.push(index as u32);
     }
-    let batch = StoredBatch {
-        version: STORED_VERSION,
-        origins: origins
-            .into_iter()
-            .map(|o| StoredOrigin {
-                resource: Some(o.resource.clone()),
-                resource_schema_url: o.resource_schema_url.clone(),
-                scope: Some(o.scope.clone()),
-                scope_schema_url: o.scope_schema_url.clone(),
-            })
-            .collect(),
-        items: stored,
-    };
-    out.reserve(batch.encoded_len());
-    // Encoding into a Vec only fails for lack of capacity, which `reserve` gave.
-    let _ = batch.encode(out);
+    uint32::encode(1, &STORED_VERSION, out);
+    for o in origins {
+        let origin = StoredOrigin {
+            resource: Some(o.resource.clone()),
+            resource_schema_url: o.resource_schema_url.clone(),
+            scope: Some(o.scope.clone()),
+            scope_schema_url: o.scope_schema_url.clone(),
+        };
+        message::encode(2, &origin, out);
+    }
+    for (item, index) in items.iter().zip(indexes) {
+        let generation = item.generation.as_deref().map(store_generation);
+        let len = if index == 0 { 0 } else { uint32::encoded_len(1, &index) }
+            + message::encoded_len(2, &item.span)
+            + generation.as_ref().map_or(0, |g| message::encoded_len(3, g));
+        encode_key(3, WireType::LengthDelimited, out);
+        encode_varint(len as u64, out);
+        if index != 0 {
+            uint32::encode(1, &index, out);
+        }
+        message::encode(2, &item.span, out);
+        if let Some(g) = &generation {
+            message::encode(3, g, out);
+        }
+    }
 }
 
 /// Decodes what [`encode_batch`] wrote.
@@ -243,6 +252,38 @@ mod tests {
         }
         assert!(Arc::ptr_eq(&back[0].origin, &back[2].origin));
         assert!(!Arc::ptr_eq(&back[0].origin, &back[1].origin));
+    }
+
+    #[test]
+    fn the_hand_written_encoding_is_the_derived_one() {
+        let a = Arc::new(Origin { resource: crate::service_resource("a"), ..Default::default() });
+        let b = Arc::new(Origin::default());
+        let context = GenerationContext { generation_id: "g".into(), user: Some("u".into()), ..Default::default() };
+        let items = vec![item(&a, "one", Some(context.clone())), item(&b, "two", None), item(&a, "three", None)];
+        let mut fast = Vec::new();
+        encode_batch(&items, &mut fast);
+        let derived = StoredBatch {
+            version: STORED_VERSION,
+            origins: [&a, &b]
+                .iter()
+                .map(|o| StoredOrigin {
+                    resource: Some(o.resource.clone()),
+                    resource_schema_url: String::new(),
+                    scope: Some(o.scope.clone()),
+                    scope_schema_url: String::new(),
+                })
+                .collect(),
+            items: vec![
+                StoredItem {
+                    origin: 0,
+                    span: Some(items[0].span.clone()),
+                    generation: Some(store_generation(&context)),
+                },
+                StoredItem { origin: 1, span: Some(items[1].span.clone()), generation: None },
+                StoredItem { origin: 0, span: Some(items[2].span.clone()), generation: None },
+            ],
+        };
+        assert_eq!(fast, derived.encode_to_vec());
     }
 
     #[test]

@@ -158,7 +158,7 @@ impl Writer {
     /// file (a queue that keeps up would otherwise never give its only segment's space back).
     fn should_roll(&self, active: &ActiveSegment) -> bool {
         active.len >= self.opts.segment_bytes
-            || (active.len >= ROLL_WHEN_DELIVERED.min(self.opts.segment_bytes)
+            || (active.len >= ROLL_WHEN_DELIVERED.min(self.opts.max_bytes / 4)
                 && lock(&self.shared).acked_upto >= self.last_seq)
     }
 
@@ -274,8 +274,11 @@ impl Writer {
     }
 }
 
-/// A segment whose records were all delivered is closed once it is this large.
-const ROLL_WHEN_DELIVERED: u64 = 1024 * 1024;
+/// A segment whose records were all delivered is closed once it is this large, or a
+/// quarter of `max_bytes` when that is less. Only a queue much smaller than its segments
+/// needs it (a roll costs a new file and a directory fsync), and a full disk gets its space
+/// back through [`Writer::retire_active`] instead.
+const ROLL_WHEN_DELIVERED: u64 = 8 * 1024 * 1024;
 
 fn record_len(payload_len: usize) -> Result<u64, QueueError> {
     if payload_len > MAX_PAYLOAD {
@@ -345,9 +348,10 @@ mod tests {
     }
 
     #[test]
-    fn a_delivered_segment_is_closed_at_a_mebibyte_so_a_queue_that_keeps_up_frees_space() {
+    fn a_delivered_segment_is_closed_at_a_quarter_of_max_bytes_so_a_small_queue_frees_space() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let Opened { mut writer, mut reader, .. } = open(dir.path(), Options::default()).expect("open");
+        let opts = Options { max_bytes: 4 * 1024 * 1024, ..Options::default() };
+        let Opened { mut writer, mut reader, .. } = open(dir.path(), opts).expect("open");
         let record = vec![7u8; 64 * 1024];
         for _ in 0..40 {
             writer.append(&record).expect("append");

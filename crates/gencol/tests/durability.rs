@@ -215,25 +215,9 @@ struct SegmentRecord {
 
 /// CRC-32 (IEEE), as the queue checksums headers and records.
 fn crc32(parts: &[&[u8]]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, slot) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 == 1 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            }
-            *slot = c;
-        }
-        t
-    });
-    let mut crc = !0u32;
-    for part in parts {
-        for b in *part {
-            crc = table[((crc ^ u32::from(*b)) & 0xff) as usize] ^ (crc >> 8);
-        }
-    }
-    !crc
+    let mut hasher = crc32fast::Hasher::new();
+    parts.iter().for_each(|p| hasher.update(p));
+    hasher.finalize()
 }
 
 fn le_u32(b: &[u8]) -> u32 {

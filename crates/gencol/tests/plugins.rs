@@ -416,3 +416,29 @@ async fn test_connection_of_a_hanging_plugin_fails_and_gencol_exits() {
     assert!(stdout.contains("hanging: FAILED") && stdout.contains("no answer within 300ms"), "{stdout}\n{stderr}");
     assert!(started.elapsed() < Duration::from_secs(5), "the stuck plugin thread does not keep gencol alive");
 }
+
+/// SPEC §7's disk queue serves plugin exporters like built-in ones: what got a 202 while
+/// the webhook's destination was down survives a SIGKILL and arrives after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_exporter_gets_a_disk_queue_whose_records_survive_sigkill() {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let url = format!("http://{addr}/hooks/llm");
+    let exporters = format!(
+        "  webhook:\n    url: {url}\n    retry: {{initial_interval: 100ms, max_interval: 500ms}}\n    queue: {{kind: disk, dir: {{DIR}}/queue}}"
+    );
+    let yaml = pipeline(&[plugin("gencol_webhook")], &exporters, &["webhook"]);
+    let mut gencol = Gencol::start(&yaml);
+    let ids: Vec<String> = (0..20).map(|i| format!("plugin-disk-{i}")).collect();
+    for id in &ids {
+        assert_eq!(post_json(&gencol.generations_url(), &generation(id)).await.0, 202, "{}", gencol.stderr());
+    }
+    // The destination is down: everything answered 202 is only on disk when gencol dies.
+    gencol.kill();
+    let sink = OtlpSink::start_with(SinkOptions::default().addr(addr).path("/hooks/llm")).await.unwrap();
+    gencol.restart();
+    let spans = sink.wait_for_spans(ids.len(), WAIT).await;
+    let got: std::collections::BTreeSet<&str> = spans.iter().filter_map(|s| s.attr_str("gen_ai.response.id")).collect();
+    for id in &ids {
+        assert!(got.contains(id.as_str()), "{id} missing after the restart:\n{}", gencol.stderr());
+    }
+}
