@@ -445,16 +445,7 @@ async fn overload_with_defaults_never_drops_what_was_answered_2xx() {
     sink.up().await;
     let want: Vec<String> =
         all.accepted.iter().flat_map(|&n| (0..SPANS_PER_BODY).map(move |i| overload_span_id(n, i))).collect();
-    let missing = sink.wait_for_ids(&want, Duration::from_secs(150)).await;
-    assert!(
-        missing.is_empty(),
-        "{} of {} spans answered 2xx never reached the sink (e.g. {:?}); sink holds {} unique\n{}",
-        missing.len(),
-        want.len(),
-        &missing[..missing.len().min(3)],
-        sink.tally.unique(),
-        tail(&gencol.stderr(), 30)
-    );
+    sink.assert_all_arrive(&want, Duration::from_secs(150), "spans answered 2xx", &gencol).await;
     // SPEC §2: a 503 keeps nothing of its request (the sender sends it again). Anything
     // kept would have been queued beside the accepted spans, so a second is enough.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -999,23 +990,9 @@ async fn fan_out_dead_destination_gets_everything_after_sigkill() {
     assert!(dead_backlog > 0, "the dead destination's records are on disk");
     tokio::task::block_in_place(|| gencol.restart());
 
-    let missing = live.wait_for_ids(&want, Duration::from_secs(60)).await;
-    assert!(
-        missing.is_empty(),
-        "live destination: {} of {FAN_OUT_GENERATIONS} missing after the restart (e.g. {:?})\n{}",
-        missing.len(),
-        &missing[..missing.len().min(3)],
-        tail(&gencol.stderr(), 30)
-    );
+    live.assert_all_arrive(&want, Duration::from_secs(60), "live destination, after the restart", &gencol).await;
     dead.up().await;
-    let missing = dead.wait_for_ids(&want, Duration::from_secs(60)).await;
-    assert!(
-        missing.is_empty(),
-        "dead destination, once up: {} of {FAN_OUT_GENERATIONS} missing (e.g. {:?})\n{}",
-        missing.len(),
-        &missing[..missing.len().min(3)],
-        tail(&gencol.stderr(), 30)
-    );
+    dead.assert_all_arrive(&want, Duration::from_secs(60), "dead destination, once up", &gencol).await;
     eprintln!("fan-out: repeats live {}, dead {}", live.tally.duplicates(), dead.tally.duplicates());
 }
 
@@ -1148,15 +1125,7 @@ async fn corruption_is_skipped_and_intact_records_delivered() {
     sink.up().await;
     tokio::task::block_in_place(|| gencol.restart());
     let want: Vec<String> = intact.iter().map(|id| gen_span_id(id)).collect();
-    let missing = sink.wait_for_ids(&want, Duration::from_secs(60)).await;
-    assert!(
-        missing.is_empty(),
-        "{} of {} generations in intact records were not delivered (e.g. {:?})\n{}",
-        missing.len(),
-        want.len(),
-        &missing[..missing.len().min(3)],
-        tail(&gencol.stderr(), 40)
-    );
+    sink.assert_all_arrive(&want, Duration::from_secs(60), "generations in intact records", &gencol).await;
     // The neighbours of the flipped record, named for a readable failure.
     for i in [flipped - 1, flipped + 1] {
         if i != torn {
@@ -1340,15 +1309,8 @@ async fn disk_full_answers_503_and_resumes() {
         n += 1;
     }
     let want: Vec<String> = accepted.iter().map(|id| gen_span_id(id)).collect();
-    let missing = sink.wait_for_ids(&want, Duration::from_secs(60)).await;
-    assert!(
-        missing.is_empty(),
-        "{} of {} generations answered 202 around a full disk never arrived (e.g. {:?})\n{}",
-        missing.len(),
-        want.len(),
-        &missing[..missing.len().min(3)],
-        tail(&gencol.stderr(), 30)
-    );
+    sink.assert_all_arrive(&want, Duration::from_secs(60), "generations answered 202 around a full disk", &gencol)
+        .await;
     assert!(!gencol.stderr().contains("panicked"), "{}", gencol.stderr());
 }
 

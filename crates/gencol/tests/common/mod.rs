@@ -477,6 +477,21 @@ impl PortSink {
 
     /// Waits until every id in `want` was accepted, or `timeout` passed; returns the ids
     /// still missing.
+    /// Waits up to `timeout` for every id in `want`; panics naming `what` was lost, with
+    /// how many, a few of them, and the tail of gencol's log.
+    pub async fn assert_all_arrive(&mut self, want: &[String], timeout: Duration, what: &str, gencol: &Gencol) {
+        let missing = self.wait_for_ids(want, timeout).await;
+        assert!(
+            missing.is_empty(),
+            "{what}: {} of {} never arrived (e.g. {:?}); the sink holds {} unique\n{}",
+            missing.len(),
+            want.len(),
+            &missing[..missing.len().min(3)],
+            self.tally.unique(),
+            gencol.stderr().lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+
     pub async fn wait_for_ids<'a>(
         &mut self,
         want: impl IntoIterator<Item = &'a String> + Clone,
