@@ -479,11 +479,21 @@ impl ExporterHandle {
                     tracing::error!(exporter = %self.id, "cannot queue spans for this destination, receivers answer 503: {reason}");
                 });
             }
-            Err(Refused::Closed) => {
-                if let Some(ack) = ack {
-                    ack.fail("gencol is shutting down");
+            Err(Refused::Closed) => match ack {
+                // The receiver learns it (503): nothing is lost that it was told was kept.
+                Some(ack) => ack.fail("gencol is shutting down"),
+                // The queue closed at shutdown_timeout. With a disk queue these are spans a
+                // processor released (`hierarchy` roots), which its journal releases again
+                // after the next start; with a memory queue they were answered 2xx: lost,
+                // so counted and said.
+                None if self.is_durable() => {
+                    tracing::warn!(exporter = %self.id, spans = n, "shutdown_timeout reached before these released spans were written; they are released again after the next start");
                 }
-            }
+                None => {
+                    self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                    tracing::error!(exporter = %self.id, spans = n, "shutdown_timeout reached before these spans were queued: lost (memory queue)");
+                }
+            },
         }
     }
 
