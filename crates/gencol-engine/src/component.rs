@@ -107,9 +107,10 @@ pub trait Processor: Send {
     /// Moves held-back items whose time has come into `out`; all of them when `force`
     /// (shutdown) unless the processor keeps them on disk for the next start.
     fn flush(&mut self, _now: Instant, _force: bool, _out: &mut Vec<SpanItem>) {}
-    /// Called right after `process` for a batch whose receiver waits for it to be on
-    /// disk: keep a clone of `ack` until what `process` recorded for it is durable.
-    fn hold_until_durable(&mut self, _ack: &AckToken) {}
+    /// Called after `process` ran for a group of batches whose receivers wait for them
+    /// to be on disk: keep a clone of every ack until what `process` recorded for the
+    /// group is durable.
+    fn hold_until_durable(&mut self, _acks: &[AckToken]) {}
     /// Called after the pipeline handed everything this processor released so far to the
     /// exporters. `true` asks for `durable(epoch)` once all of it is fsynced in every
     /// disk queue of the pipeline.

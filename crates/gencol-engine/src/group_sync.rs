@@ -68,18 +68,24 @@ impl GroupSync {
         Ok(GroupSync { shared, thread: Mutex::new(Some(thread)) })
     }
 
-    /// Holds `ack` until a sync that starts after this call has finished (fails it once
-    /// stopped: nothing will sync any more).
-    pub fn hold(&self, ack: AckToken) {
+    /// Holds every ack until a sync that starts after this call has finished (fails them
+    /// once stopped: nothing will sync any more). Holding a group at once lets it share
+    /// one sync.
+    pub fn hold(&self, acks: impl IntoIterator<Item = AckToken>) {
         let (state, wake) = &*self.shared;
         let mut s = lock(state);
         if s.stop {
-            ack.fail("the disk queue is closed");
+            drop(s);
+            acks.into_iter().for_each(|ack| ack.fail("the disk queue is closed"));
             return;
         }
-        s.waiting.push(ack);
+        let before = s.waiting.len();
+        s.waiting.extend(acks);
+        let added = s.waiting.len() > before;
         drop(s);
-        wake.notify_one();
+        if added {
+            wake.notify_one();
+        }
     }
 
     /// Syncs once more (releasing whoever waits) and ends the thread.
@@ -122,7 +128,7 @@ mod tests {
         let mut waits = Vec::new();
         for _ in 0..50 {
             let (ack, wait) = AckToken::new();
-            sync.hold(ack);
+            sync.hold([ack]);
             waits.push(wait);
         }
         for w in waits {
@@ -131,6 +137,27 @@ mod tests {
         // 50 waiters, registered while the first 20 ms sync ran: a few syncs, not 50.
         let n = syncs.load(Ordering::SeqCst);
         assert!((1..=3).contains(&n), "{n} syncs");
+    }
+
+    #[tokio::test]
+    async fn a_group_held_at_once_shares_one_sync() {
+        let syncs = Arc::new(AtomicUsize::new(0));
+        let counter = syncs.clone();
+        let sync = GroupSync::start(
+            "test",
+            Box::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }),
+            None,
+        )
+        .unwrap();
+        let (acks, waits): (Vec<_>, Vec<_>) = (0..16).map(|_| AckToken::new()).unzip();
+        sync.hold(acks);
+        for w in waits {
+            assert_eq!(w.wait(Duration::from_secs(5)).await, Ok(()));
+        }
+        assert_eq!(syncs.load(Ordering::SeqCst), 1, "one sync for the whole group");
     }
 
     #[tokio::test]
@@ -147,11 +174,11 @@ mod tests {
         )
         .unwrap();
         let (ack, wait) = AckToken::new();
-        sync.hold(ack);
+        sync.hold([ack]);
         let refused = wait.wait(Duration::from_secs(5)).await.unwrap_err();
         assert!(refused.contains("disk gone"), "{refused}");
         let (ack, wait) = AckToken::new();
-        sync.hold(ack);
+        sync.hold([ack]);
         assert_eq!(wait.wait(Duration::from_secs(5)).await, Ok(()));
     }
 }

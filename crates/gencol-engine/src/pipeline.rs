@@ -11,6 +11,12 @@ use crate::component::Processor;
 use crate::consumer::{AckToken, PipelineMessage};
 use crate::delivery::{ExporterHandle, encoded_bytes};
 
+/// At most this many waiting batches are processed as one group, whose receivers share
+/// one fsync of each file the group wrote. A group forms only when batches wait (the
+/// pipeline is busy), so an idle pipeline adds no delay; the bound keeps the first
+/// batch's wait for its sync short.
+const GROUP: usize = 16;
+
 pub(crate) async fn run_pipeline(
     mut input: mpsc::Receiver<PipelineMessage>,
     mut processors: Vec<Box<dyn Processor>>,
@@ -20,25 +26,35 @@ pub(crate) async fn run_pipeline(
     // fsynced in the disk queues, so they can forget it durably.
     let (durable_tx, mut durable_rx) = mpsc::unbounded_channel::<u64>();
     let mut epoch = 0u64;
+    let mut messages = Vec::with_capacity(GROUP);
     loop {
         let deadline = processors.iter().filter_map(|p| p.next_deadline()).min();
         tokio::select! {
-            message = input.recv() => {
-                let Some(PipelineMessage { mut items, ack, budget }) = message else { break };
-                if let Some(ack) = &ack
-                    && let Some(reason) = refused_by_a_disk_queue(&exporters, &items)
-                {
-                    // Before the processors: a batch the receiver answers 503 for must
-                    // leave no trace (no `hierarchy` state) that its retry would repeat.
-                    ack.fail(&reason);
-                    continue;
+            n = input.recv_many(&mut messages, GROUP) => {
+                if n == 0 {
+                    break;
                 }
-                run_from(&mut processors, 0, &mut items, Instant::now());
-                if let Some(ack) = &ack {
-                    processors.iter_mut().for_each(|p| p.hold_until_durable(ack));
+                let mut acks = Vec::new();
+                for PipelineMessage { mut items, ack, budget } in messages.drain(..) {
+                    if let Some(ack) = &ack
+                        && let Some(reason) = refused_by_a_disk_queue(&exporters, &items)
+                    {
+                        // Before the processors: a batch the receiver answers 503 for must
+                        // leave no trace (no `hierarchy` state) that its retry would repeat.
+                        ack.fail(&reason);
+                        continue;
+                    }
+                    run_from(&mut processors, 0, &mut items, Instant::now());
+                    fan_out(&exporters, items, ack.as_ref()).await;
+                    drop(budget);
+                    acks.extend(ack);
                 }
-                fan_out(&exporters, items, ack.as_ref()).await;
-                drop((ack, budget));
+                // The group's acks wait for one sync of each file it wrote (group commit).
+                if !acks.is_empty() {
+                    processors.iter_mut().for_each(|p| p.hold_until_durable(&acks));
+                    exporters.iter().for_each(|e| e.queue.hold_acks(&acks));
+                }
+                drop(acks);
                 epoch += 1;
                 if let Some(wait) = seal(&mut processors, &exporters, epoch) {
                     notify_when_durable(wait, durable_tx.clone(), epoch);

@@ -28,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+mod deleter;
 mod format;
 mod inspect;
 mod open;

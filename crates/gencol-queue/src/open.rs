@@ -86,7 +86,8 @@ pub fn open(dir: &Path, opts: Options) -> Result<Opened, QueueError> {
     };
     let shared = Arc::new(Mutex::new(shared));
     let mut reader = Reader::new(dir, Arc::clone(&shared), acked_upto);
-    if let Err(e) = reader.delete_acked_segments(acked_upto) {
+    reader.delete_acked_segments(acked_upto);
+    if let Err(e) = reader.wait_for_deletes() {
         problems.push(e.to_string());
     }
     let (segments, bytes) = {
@@ -241,6 +242,7 @@ mod tests {
         let (records, _) = read_all(&mut reader);
         records.iter().for_each(|(seq, _)| reader.ack(*seq));
         reader.persist_acks().expect("persist");
+        reader.wait_for_deletes().expect("deleted");
         // Everything is acknowledged; only the writer's active segment stays.
         assert_eq!(segment_paths(dir.path()).len(), 1);
         assert_eq!(writer.bytes(), on_disk(dir.path()));

@@ -8,6 +8,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::deleter::Deleter;
 use crate::format::encode_ack;
 use crate::segment::{Item, SegmentCursor, SeqRange};
 use crate::{QueueError, Shared, lock};
@@ -55,6 +56,7 @@ pub struct Reader {
     outstanding: BTreeSet<u64>,
     persisted: u64,
     io_failures: u32,
+    deleter: Deleter,
 }
 
 /// One segment as the shared state shows it at one instant.
@@ -81,6 +83,7 @@ impl Reader {
             outstanding: BTreeSet::new(),
             persisted: acked_upto,
             io_failures: 0,
+            deleter: Deleter::start(),
         }
     }
 
@@ -225,7 +228,9 @@ impl Reader {
 
     /// Writes the ack file if the ack position moved, then deletes the segment files all of
     /// whose records are at or below it (never the writer's active one), which gives their
-    /// bytes back to the writer's budget.
+    /// bytes back to the writer's budget at once. The files are unlinked on a thread of the
+    /// reader's own ([`Reader::wait_for_deletes`] waits for it); a deletion that failed is
+    /// returned by a later call.
     pub fn persist_acks(&mut self) -> Result<(), QueueError> {
         let upto = self.acked_upto();
         let written =
@@ -233,11 +238,20 @@ impl Reader {
         // Deleted even when the ack file could not be written: on a full disk that write
         // fails, and deleting delivered segments is what gives the space back. A stale ack
         // file only means a few records are delivered again after a restart.
-        self.delete_acked_segments(upto)?;
+        self.delete_acked_segments(upto);
+        if let Some(failed) = self.deleter.take_failure() {
+            return Err(failed);
+        }
         written
     }
 
-    pub(crate) fn delete_acked_segments(&mut self, upto: u64) -> Result<(), QueueError> {
+    /// Waits until the segment files deleted so far are gone from the directory.
+    pub fn wait_for_deletes(&self) -> Result<(), QueueError> {
+        self.deleter.wait();
+        self.deleter.take_failure().map_or(Ok(()), Err)
+    }
+
+    pub(crate) fn delete_acked_segments(&mut self, upto: u64) {
         // Bound first: a lock taken in the `for` expression would be held for the whole
         // loop, and the loop locks again.
         let doomed = wholly_acked(&lock(&self.shared), upto);
@@ -247,17 +261,13 @@ impl Reader {
                 self.cursor = None;
             }
             self.done_through = self.done_through.max(Some(first_seq));
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(QueueError::io(path, e)),
-                _ => {}
-            }
+            self.deleter.delete(path);
             let mut shared = lock(&self.shared);
             if let Some(segment) = shared.segments.remove(&first_seq) {
                 shared.bytes = shared.bytes.saturating_sub(segment.bytes);
             }
             shared.dir_changed = true;
         }
-        Ok(())
     }
 
     fn publish(&self) {

@@ -330,6 +330,7 @@ mod tests {
         let (records, _) = read_all(&mut reader);
         records.iter().for_each(|(seq, _)| reader.ack(*seq));
         reader.persist_acks().expect("persist");
+        reader.wait_for_deletes().expect("deleted");
         assert!(!dir.path().join(segment_file_name(1)).exists(), "delivered and no longer active: deleted");
         assert_eq!(writer.bytes(), 0);
         assert_eq!(writer.append(b"three").expect("append"), 2);

@@ -109,9 +109,9 @@ impl DiskQueue {
         ))
     }
 
-    /// Writes `items` as one record. With `sync: always`, `ack` is held by the syncer
-    /// until the record is fsynced.
-    pub(crate) fn push(&self, items: &[SpanItem], ack: Option<&AckToken>) -> Result<(), Refused> {
+    /// Writes `items` as one record. With `sync: always`, the receiver's ack is then held
+    /// by [`DiskQueue::hold_acks`] until the record is fsynced.
+    pub(crate) fn push(&self, items: &[SpanItem]) -> Result<(), Refused> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Refused::Closed);
         }
@@ -131,15 +131,20 @@ impl DiskQueue {
             }
         }
         self.not_empty.notify_one();
-        if let (Some(ack), SyncMode::Always) = (ack, self.sync) {
-            self.syncer.hold(ack.clone());
-        }
         Ok(())
+    }
+
+    /// With `sync: always`, holds the receivers' acks of what was pushed until it is
+    /// fsynced (one group commit for all of them); with a timed sync, 202 means written.
+    pub(crate) fn hold_acks(&self, acks: &[AckToken]) {
+        if self.sync == SyncMode::Always {
+            self.syncer.hold(acks.iter().cloned());
+        }
     }
 
     /// Holds `ack` until everything written so far is fsynced.
     pub(crate) fn hold_until_synced(&self, ack: &AckToken) {
-        self.syncer.hold(ack.clone());
+        self.syncer.hold([ack.clone()]);
     }
 
     pub(crate) async fn pop(&self, limit: BatchLimit) -> Option<Taken> {
@@ -299,9 +304,9 @@ mod tests {
         {
             let q = DiskQueue::open("otlp", dir.path(), &settings()).unwrap();
             let (ack, wait) = AckToken::new();
-            q.push(&spans(&["a", "b"]), Some(&ack)).unwrap();
-            q.push(&spans(&["c"]), Some(&ack)).unwrap();
-            drop(ack);
+            q.push(&spans(&["a", "b"])).unwrap();
+            q.push(&spans(&["c"])).unwrap();
+            q.hold_acks(&[ack]);
             assert_eq!(wait.wait(Duration::from_secs(5)).await, Ok(()), "fsynced, then acknowledged");
             let first = q.take(BatchLimit { spans: 2, bytes: usize::MAX }).unwrap();
             assert_eq!(names(&first), ["a", "b"], "whole records, within the limit");
@@ -321,7 +326,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let small = QueueSettings { max_bytes: Some(ByteSize(200)), ..settings() };
         let q = DiskQueue::open("otlp", dir.path(), &small).unwrap();
-        q.push(&spans(&[&"x".repeat(150)]), None).unwrap();
+        q.push(&spans(&[&"x".repeat(150)])).unwrap();
         let refusal = q.refuses(150).expect("full");
         assert!(refusal.contains("queue.max_bytes"), "{refusal}");
         q.close();
@@ -330,8 +335,8 @@ mod tests {
         let dropping = QueueSettings { when_full: WhenFull::DropNewest, ..small };
         let q = DiskQueue::open("otlp", dir.path(), &dropping).unwrap();
         assert!(q.refuses(150).is_none(), "drop_newest never refuses a request");
-        q.push(&spans(&[&"x".repeat(150)]), None).unwrap();
-        assert!(matches!(q.push(&spans(&[&"y".repeat(150)]), None), Err(Refused::Dropped)));
+        q.push(&spans(&[&"x".repeat(150)])).unwrap();
+        assert!(matches!(q.push(&spans(&[&"y".repeat(150)])), Err(Refused::Dropped)));
         q.close();
     }
 

@@ -293,7 +293,7 @@ impl Queue {
     /// is fsynced, and failed if it cannot be. A disk queue with `block` takes the batch
     /// even when full: the pipeline checked for room before it ran its processors, and
     /// what they release later (`hierarchy` roots) has no sender that could retry it.
-    async fn push(&self, items: Vec<SpanItem>, ack: Option<&AckToken>) -> Result<(), Refused> {
+    async fn push(&self, items: Vec<SpanItem>) -> Result<(), Refused> {
         match self {
             Queue::Memory(q) => {
                 if q.push(items).await {
@@ -304,7 +304,15 @@ impl Queue {
                     Err(Refused::Dropped)
                 }
             }
-            Queue::Disk(q) => q.push(&items, ack),
+            Queue::Disk(q) => q.push(&items),
+        }
+    }
+
+    /// Holds the acks of what was just pushed until it is durable as `queue.sync` says
+    /// (a memory queue has nothing to wait for).
+    pub(crate) fn hold_acks(&self, acks: &[AckToken]) {
+        if let Queue::Disk(q) = self {
+            q.hold_acks(acks);
         }
     }
 
@@ -463,7 +471,7 @@ impl ExporterHandle {
             }
         }
         let n = items.len() as u64;
-        match self.queue.push(items, ack).await {
+        match self.queue.push(items).await {
             Ok(()) => {}
             Err(Refused::Dropped) => {
                 let total = self.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;

@@ -76,6 +76,8 @@ pub(crate) struct Journal {
     buf: Vec<u8>,
     /// Something was written since the last `hold`.
     unsynced: bool,
+    /// Rewrites so far, to name the replaced journals.
+    rewrites: u64,
 }
 
 impl Journal {
@@ -83,6 +85,7 @@ impl Journal {
     pub(crate) fn open(dir: &Path) -> Result<(Journal, Restored), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join(JOURNAL);
+        remove_old_journals(dir);
         let restored = match File::open(&path) {
             Ok(f) => read_entries(&path, f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Restored::default(),
@@ -100,8 +103,16 @@ impl Journal {
             None,
         )
         .map_err(|e| format!("cannot start the journal's fsync thread: {e}"))?;
-        let mut journal =
-            Journal { dir: dir.to_owned(), file, sync, len: 0, live_len: 0, buf: Vec::new(), unsynced: false };
+        let mut journal = Journal {
+            dir: dir.to_owned(),
+            file,
+            sync,
+            len: 0,
+            live_len: 0,
+            buf: Vec::new(),
+            unsynced: false,
+            rewrites: 0,
+        };
         // Start from a clean file: the live state only, without a torn tail or old entries.
         journal.rewrite(&restored, &[]).map_err(|e| format!("cannot rewrite {}: {e}", path.display()))?;
         Ok((journal, restored))
@@ -141,9 +152,9 @@ impl Journal {
     }
 
     /// Holds `ack` until what was written so far is fsynced.
-    pub(crate) fn hold(&mut self, ack: &AckToken) {
+    pub(crate) fn hold(&mut self, acks: &[AckToken]) {
         if std::mem::take(&mut self.unsynced) {
-            self.sync.hold(ack.clone());
+            self.sync.hold(acks.iter().cloned());
         }
     }
 
@@ -183,13 +194,44 @@ impl Journal {
             f.sync_data()?;
         }
         let path = self.dir.join(JOURNAL);
+        // The replaced journal keeps a second name until a thread of its own deletes it:
+        // freeing its blocks can wait for the device (a filesystem mounted with `discard`
+        // trims them, 12–16 ms per 8 MiB measured), and this runs on the pipeline's task.
+        self.rewrites += 1;
+        let old = self.dir.join(format!("journal.{}{OLD_SUFFIX}", self.rewrites));
+        let linked = std::fs::hard_link(&path, &old).is_ok();
         std::fs::rename(&tmp, &path)?;
         File::open(&self.dir)?.sync_all()?;
         let file = open_append(&path).map_err(std::io::Error::other)?;
         *self.file.lock().unwrap_or_else(|p| p.into_inner()) = file;
+        if linked {
+            let spawned = std::thread::Builder::new().name("gencol-journal-rm".to_owned()).spawn({
+                let old = old.clone();
+                move || {
+                    let _ = std::fs::remove_file(old);
+                }
+            });
+            if spawned.is_err() {
+                let _ = std::fs::remove_file(old);
+            }
+        }
         self.len = buf.len() as u64;
         self.live_len = self.len;
         Ok(())
+    }
+}
+
+/// Replaced journals waiting to be deleted end in this; one left by a crash is deleted at open.
+const OLD_SUFFIX: &str = ".old";
+
+fn remove_old_journals(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("journal.") && name.ends_with(OLD_SUFFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 

@@ -404,11 +404,11 @@ impl Processor for SpanHierarchy {
         self.release_due(now, force, out);
     }
 
-    fn hold_until_durable(&mut self, ack: &AckToken) {
+    fn hold_until_durable(&mut self, acks: &[AckToken]) {
         if let Some(reason) = self.journal_error.take() {
-            ack.fail(&reason);
+            acks.iter().for_each(|ack| ack.fail(&reason));
         } else if let Some(journal) = &mut self.journal {
-            journal.hold(ack);
+            journal.hold(acks);
         }
     }
 
