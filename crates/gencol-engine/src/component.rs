@@ -165,6 +165,11 @@ pub enum ExportError {
     /// Any other rejection: sending the same batch again would fail the same way.
     #[error("{message}")]
     Permanent { message: String },
+    /// The destination refused what the batch holds (400, 413, 422): the same batch would
+    /// fail the same way, but a part of it may pass. The engine splits the batch to find
+    /// the spans refused and delivers the others.
+    #[error("{message}")]
+    Refused { message: String },
 }
 
 impl ExportError {
@@ -173,5 +178,8 @@ impl ExportError {
     }
     pub fn permanent(message: impl Into<String>) -> Self {
         ExportError::Permanent { message: message.into() }
+    }
+    pub fn refused(message: impl Into<String>) -> Self {
+        ExportError::Refused { message: message.into() }
     }
 }

@@ -253,10 +253,18 @@ impl HttpAnswer {
         let message = format!("{} {excerpt} (from {shown_endpoint})", self.status.as_u16());
         if retryable {
             ExportError::Retryable { message, retry_after: self.retry_after }
+        } else if refuses_content(self.status) {
+            ExportError::refused(message)
         } else {
             ExportError::permanent(message)
         }
     }
+}
+
+/// Statuses that refuse what a request holds rather than the request itself (auth, path):
+/// a part of the batch may pass, so the engine splits it to find what is refused.
+fn refuses_content(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 400 | 413 | 422)
 }
 
 /// Sends a request once and reads the answer. Not reaching the destination is retryable;

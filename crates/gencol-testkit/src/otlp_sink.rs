@@ -74,6 +74,10 @@ pub struct SinkOptions {
     pub fallback: Option<Answer>,
     /// Largest accepted body, compressed or decompressed, before answering 413.
     pub max_body_bytes: usize,
+    /// A span name this destination refuses: any request holding a span of that name is
+    /// answered 400 as a whole (as backends do for a span they find invalid), the rest
+    /// are taken. Lets tests prove that one bad span does not sink its batch.
+    pub refuse_span_name: Option<String>,
 }
 
 impl Default for SinkOptions {
@@ -84,6 +88,7 @@ impl Default for SinkOptions {
             expect_header: None,
             fallback: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            refuse_span_name: None,
         }
     }
 }
@@ -116,6 +121,12 @@ impl SinkOptions {
     /// Sets [`SinkOptions::max_body_bytes`].
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.max_body_bytes = limit;
+        self
+    }
+
+    /// Sets [`SinkOptions::refuse_span_name`].
+    pub fn refuse_span_name(mut self, name: impl Into<String>) -> Self {
+        self.refuse_span_name = Some(name.into());
         self
     }
 }
@@ -327,6 +338,7 @@ struct Inner {
     script: Script,
     journal: Journal<ReceivedRequest>,
     max_body_bytes: usize,
+    refuse_span_name: Option<String>,
 }
 
 impl OtlpSink {
@@ -348,6 +360,7 @@ impl OtlpSink {
             script: Script::new(opts.fallback),
             journal: Journal::new(),
             max_body_bytes: opts.max_body_bytes,
+            refuse_span_name: opts.refuse_span_name,
         });
         let handler_inner = inner.clone();
         let handler: Handler = Arc::new(move |req| Box::pin(handle(handler_inner.clone(), req)));
@@ -626,9 +639,18 @@ async fn handle(inner: Arc<Inner>, req: ReadRequest) -> Reply {
     let index = inner.journal.push(record);
     let guard = PendingGuard::new(&inner.journal, index, set_answer);
 
+    let refused = inner.refuse_span_name.as_deref().filter(|name| {
+        decoding.result.as_ref().is_ok_and(|req| {
+            req.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).any(|s| s.name == *name)
+        })
+    });
     let reply = if let Some(rejection) = inner.gate.check(&head) {
         let (headers, body) = error_body(rejection.status, &rejection.message, decoding.encoding);
         Reply::Respond { status: rejection.status, headers, body }
+    } else if let Some(name) = refused {
+        let message = format!("invalid span `{name}`: the request was rejected");
+        let (headers, body) = error_body(400, &message, decoding.encoding);
+        Reply::Respond { status: 400, headers, body }
     } else {
         let answer = inner.script.next().unwrap_or_default();
         if let Some(delay) = answer.delay {

@@ -90,3 +90,48 @@ async fn otlp_pass_through_and_snake_case_is_a_400() {
     let (st, b) = post_json(&gencol.otlp_url(), &snake).await;
     assert_eq!(st, 400, "{b}");
 }
+
+/// One span a destination refuses must not sink the spans of other requests batched with
+/// it: gencol splits the refused batch and delivers everything else (issue: poison isolation).
+#[tokio::test]
+async fn one_refused_span_does_not_sink_the_other_requests_batched_with_it() {
+    let sink = OtlpSink::start_with(gencol_testkit::SinkOptions::default().refuse_span_name("poison")).await.unwrap();
+    let gencol = Gencol::start(&pipeline_to_sink(&sink.url(), "100ms", "", ""));
+    let span = |trace: usize, i: usize, name: &str| {
+        serde_json::json!({"traceId": format!("{:032x}", trace + 1), "spanId": format!("{:016x}", trace * 100 + i + 1),
+            "name": name, "kind": 3, "startTimeUnixNano": "1795341600000000000", "endTimeUnixNano": "1795341601000000000"})
+    };
+    let body = |spans: Vec<serde_json::Value>| {
+        serde_json::json!({"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "app"}}]},
+            "scopeSpans": [{"scope": {"name": "x"}, "spans": spans}]}]})
+    };
+    // Eleven requests at once, so they go out in one batch: ten of ten good spans, and one
+    // holding the span the destination refuses among good ones.
+    let url = gencol.otlp_url();
+    let mut posts = Vec::new();
+    for r in 0..11 {
+        let spans = (0..10).map(|i| span(r, i, if r == 10 && i == 4 { "poison" } else { "good" })).collect();
+        let (url, body) = (url.clone(), body(spans));
+        posts.push(tokio::spawn(async move { post_json(&url, &body).await.0 }));
+    }
+    for p in posts {
+        assert_eq!(p.await.unwrap(), 200);
+    }
+    let spans = sink.wait_for_spans(109, WAIT).await;
+    let mut ids: Vec<String> = spans.iter().map(|s| s.span_id_hex()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 109, "every good span arrived");
+    assert!(spans.iter().all(|s| s.span.name == "good"), "the refused span is not stored");
+    assert!(
+        sink.requests().iter().any(|r| r.status() == Some(400) && r.span_count() > 1),
+        "a batch holding the refused span and others was refused first"
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while !gencol.stderr().contains("refused 1 of") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stderr = gencol.stderr();
+    assert_eq!(stderr.matches("refused 1 of").count(), 1, "one line for the refused span: {stderr}");
+    assert!(stderr.contains("invalid span `poison`"), "the destination's reason is logged: {stderr}");
+}

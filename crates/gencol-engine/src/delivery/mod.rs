@@ -403,6 +403,22 @@ async fn deliver_taken(
                 queue.done(&taken);
                 return;
             }
+            Outcome::Refused(reason) => {
+                let isolated = isolate_refused(id, exporter, &taken.items, reason, settings, stats, stop).await;
+                if isolated.unsettled == 0 || !on_disk {
+                    // A memory-queued part that could not be settled (the destination went
+                    // away meanwhile, or shutdown) is lost: counted with the refused ones.
+                    stats.failed.fetch_add(isolated.unsettled, Ordering::Relaxed);
+                    queue.done(&taken);
+                    return;
+                }
+                // Disk: the record stays; the whole batch is sent again later (the parts
+                // delivered already go again, with the same ids).
+                tokio::select! {
+                    _ = tokio::time::sleep(settings.retry.max_interval.0.max(Duration::from_secs(1))) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
             Outcome::GaveUp if on_disk => {
                 // SPEC §7: a disk-queued batch stays on disk for later. It keeps this
                 // send slot and starts a new round of retries after a pause.
@@ -440,6 +456,81 @@ async fn deliver_taken(
             }
         }
     }
+}
+
+/// At most this many requests go to isolating the spans a destination refuses in one
+/// batch: enough for a few bad spans in a full batch (halving finds one among 1,024 in 20
+/// requests), and a bound when the destination refuses everything.
+const ISOLATION_SENDS: usize = 64;
+
+/// How the split of a refused batch ended, in spans.
+struct Isolation {
+    /// Spans of parts the destination did not settle (it went away, or shutdown came).
+    unsettled: u64,
+}
+
+/// A batch the destination refused for its content (SPEC: one bad record never sinks
+/// its batch): its halves are sent, and the halves of a refused half, until only the
+/// spans the destination refuses on their own are left; those are dropped and counted,
+/// and one line says how many and why. What is still unresolved after
+/// [`ISOLATION_SENDS`] requests is refused as a whole.
+async fn isolate_refused(
+    id: &str,
+    exporter: &dyn Exporter,
+    items: &[SpanItem],
+    mut reason: String,
+    settings: &DeliverySettings,
+    stats: &DeliveryStats,
+    stop: &CancellationToken,
+) -> Isolation {
+    fn halves(r: std::ops::Range<usize>) -> [std::ops::Range<usize>; 2] {
+        let mid = r.start + r.len() / 2;
+        // Popped from the back: the first half goes first.
+        [mid..r.end, r.start..mid]
+    }
+    let (mut sent, mut refused, mut unsettled, mut sends) = (0u64, 0u64, 0u64, 0usize);
+    let mut pending = if items.len() > 1 { halves(0..items.len()).to_vec() } else { Vec::new() };
+    if items.len() == 1 {
+        refused = 1;
+    }
+    while let Some(part) = pending.pop() {
+        let len = part.len() as u64;
+        if sends >= ISOLATION_SENDS || unsettled > 0 {
+            // Past the bound, or the destination stopped answering: not split further.
+            if unsettled > 0 {
+                unsettled += len
+            } else {
+                refused += len
+            }
+            continue;
+        }
+        sends += 1;
+        match send_with_retry(id, exporter, &items[part.clone()], settings, stats, stop).await {
+            Outcome::Sent => sent += len,
+            Outcome::Refused(why) => {
+                reason = why;
+                if part.len() > 1 {
+                    pending.extend(halves(part));
+                } else {
+                    refused += 1;
+                }
+            }
+            Outcome::Rejected => refused += len,
+            Outcome::GaveUp | Outcome::Stopped => unsettled += len,
+        }
+    }
+    stats.sent.fetch_add(sent, Ordering::Relaxed);
+    stats.failed.fetch_add(refused, Ordering::Relaxed);
+    tracing::error!(
+        exporter = id,
+        spans = items.len(),
+        refused,
+        delivered = sent,
+        requests = sends + 1,
+        "destination refused {refused} of {} spans of a batch for good; the batch was split so the others could go through: {reason}",
+        items.len()
+    );
+    Isolation { unsettled }
 }
 
 /// What the pipeline uses to hand a batch to one exporter.
@@ -534,4 +625,81 @@ async fn take_or_wait<T>(not_empty: &Notify, take: impl Fn() -> Option<T>, close
 /// The encoded size of a batch as the queues count it.
 pub(crate) fn encoded_bytes(items: &[SpanItem]) -> usize {
     items.iter().map(|i| i.span.encoded_len()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use gencol_model::Origin;
+
+    use super::*;
+    use crate::component::{BoxFuture, ExportError};
+
+    /// Refuses (as a 400 would) every batch holding a span named `bad`; takes the others.
+    #[derive(Default)]
+    struct Picky {
+        requests: AtomicUsize,
+        taken: Mutex<Vec<String>>,
+        refuse_all: bool,
+    }
+
+    impl Exporter for Picky {
+        fn export<'a>(&'a self, batch: &'a [SpanItem]) -> BoxFuture<'a, Result<(), ExportError>> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            let bad = self.refuse_all || batch.iter().any(|i| i.span.name.starts_with("bad"));
+            if !bad {
+                self.taken.lock().unwrap().extend(batch.iter().map(|i| i.span.name.clone()));
+            }
+            Box::pin(async move { if bad { Err(ExportError::refused("400 invalid span")) } else { Ok(()) } })
+        }
+        fn test_connection(&self) -> BoxFuture<'_, Result<String, ExportError>> {
+            Box::pin(async { Ok(String::new()) })
+        }
+    }
+
+    fn batch(n: usize, bad: &[usize]) -> Vec<SpanItem> {
+        let origin = Arc::new(Origin::default());
+        (0..n)
+            .map(|i| {
+                let name = if bad.contains(&i) { format!("bad{i}") } else { format!("s{i}") };
+                let span = opentelemetry_proto::tonic::trace::v1::Span { name, ..Default::default() };
+                SpanItem { origin: origin.clone(), span, generation: None }
+            })
+            .collect()
+    }
+
+    async fn isolate(exporter: &Picky, items: &[SpanItem]) -> (Isolation, [u64; 4]) {
+        let stats = DeliveryStats::default();
+        let settings = DeliverySettings::default();
+        let stop = CancellationToken::new();
+        let isolation = isolate_refused("test", exporter, items, "400".into(), &settings, &stats, &stop).await;
+        (isolation, stats.snapshot())
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_is_split_until_only_the_refused_spans_are_left() {
+        let exporter = Picky::default();
+        let items = batch(1024, &[37, 900]);
+        let (isolation, [sent, failed, ..]) = isolate(&exporter, &items).await;
+        assert_eq!((sent, failed, isolation.unsettled), (1022, 2, 0));
+        let mut taken = exporter.taken.lock().unwrap().clone();
+        taken.sort();
+        taken.dedup();
+        assert_eq!(taken.len(), 1022, "every good span delivered once");
+        assert!(!taken.iter().any(|n| n.starts_with("bad")));
+        // Halving: about 2·log2(1024) requests per bad span, not one per span.
+        let requests = exporter.requests.load(Ordering::SeqCst);
+        assert!(requests <= 2 * 2 * 10 + 2, "{requests} requests");
+    }
+
+    #[tokio::test]
+    async fn a_destination_that_refuses_everything_gets_a_bounded_number_of_requests() {
+        let exporter = Picky { refuse_all: true, ..Picky::default() };
+        let items = batch(1024, &[]);
+        let (_, [sent, failed, ..]) = isolate(&exporter, &items).await;
+        assert_eq!((sent, failed), (0, 1024));
+        assert_eq!(exporter.requests.load(Ordering::SeqCst), ISOLATION_SENDS);
+    }
 }

@@ -20,6 +20,9 @@ pub(crate) enum Outcome {
     /// The destination refused it for good (a 4xx other than 429): sending it again would
     /// fail the same way.
     Rejected,
+    /// The destination refused its content (400, 413, 422): a part of it may pass. Not
+    /// logged here: the caller splits the batch and says once what was refused.
+    Refused(String),
     /// Retries were off, or the next wait would pass `max_elapsed_time`.
     GaveUp,
     /// `shutdown_timeout` ran out before an answer.
@@ -66,6 +69,7 @@ pub(crate) async fn send_with_retry(
                 tracing::error!(exporter = id, spans = n, "destination rejected the batch, not retrying: {message}");
                 return Outcome::Rejected;
             }
+            Err(ExportError::Refused { message }) => return Outcome::Refused(message),
             Err(ExportError::Retryable { message, retry_after }) => (message, retry_after),
         };
         let wait = next_wait(backoff, retry.jitter, retry_after);

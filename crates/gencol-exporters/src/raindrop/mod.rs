@@ -93,6 +93,7 @@ impl RaindropExporter {
         let bodies = bodies(&events, self.batch_size);
         let requests = bodies.len();
         let mut rejected: Vec<String> = Vec::new();
+        let mut only_content = true;
         for body in bodies {
             match self.client.post(body, false).await {
                 Ok(_) => {}
@@ -100,17 +101,21 @@ impl RaindropExporter {
                 // the same event ids, so Raindrop keeps one of each.
                 Err(retry @ ExportError::Retryable { .. }) => return Err(retry),
                 // The other requests of the batch may be fine: send them before reporting.
-                Err(ExportError::Permanent { message }) => rejected.push(message),
+                Err(ExportError::Refused { message }) => rejected.push(message),
+                Err(ExportError::Permanent { message }) => {
+                    only_content = false;
+                    rejected.push(message);
+                }
             }
         }
-        match rejected.as_slice() {
-            [] => Ok(()),
-            [one] if requests == 1 => Err(ExportError::permanent(one.clone())),
-            [first, ..] => Err(ExportError::permanent(format!(
-                "{} of {requests} requests rejected; the first: {first}",
-                rejected.len()
-            ))),
-        }
+        let message = match rejected.as_slice() {
+            [] => return Ok(()),
+            [one] if requests == 1 => one.clone(),
+            [first, ..] => format!("{} of {requests} requests rejected; the first: {first}", rejected.len()),
+        };
+        // Refused for their content only: the engine splits the batch to find the events
+        // refused (the accepted ones go again, with the same event ids).
+        Err(if only_content { ExportError::refused(message) } else { ExportError::permanent(message) })
     }
 
     async fn test(&self) -> Result<String, ExportError> {

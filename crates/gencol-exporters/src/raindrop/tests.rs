@@ -409,11 +409,12 @@ async fn answers_are_classified_as_raindrop_md_says() {
     assert!(matches!(exp.export(&batch).await, Err(ExportError::Retryable { .. })));
     sink.script([Answer::status(400).body(format!("invalid event: key {KEY} has no access"))]);
     match exp.export(&batch).await {
-        Err(ExportError::Permanent { message }) => {
+        // Refused for its content: permanent for this batch; the engine splits it.
+        Err(ExportError::Refused { message }) => {
             assert!(message.starts_with("400 invalid event: key *** has no access"), "{message}");
             assert!(message.contains(&sink.url()) && !message.contains(KEY), "{message}");
         }
-        other => panic!("400 is permanent: {other:?}"),
+        other => panic!("400 refuses the content: {other:?}"),
     }
     let wrong =
         RaindropExporter::new("raindrop", &settings(&format!("write_key: wrong-key\nbase_url: {}", sink.url())))
@@ -436,7 +437,7 @@ async fn a_rejected_request_does_not_stop_the_others() {
     sink.script([Answer::status(400)]);
     let err = exporter(&sink.url(), 1).export(&items).await.expect_err("one rejected");
     assert!(
-        matches!(&err, ExportError::Permanent { message } if message.starts_with("1 of 3 requests rejected")),
+        matches!(&err, ExportError::Refused { message } if message.starts_with("1 of 3 requests rejected")),
         "{err:?}"
     );
     assert_eq!(sink.events().len(), 2);
