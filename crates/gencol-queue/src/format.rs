@@ -1,6 +1,9 @@
 //! Where each byte sits in a segment header, a record and the ack file; no I/O here.
 
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"GCQSEG01";
+/// The magic of a segment written over a delivered one: past its last record lie the old
+/// segment's bytes, which are not damage.
+pub(crate) const SEGMENT_MAGIC_REUSED: [u8; 8] = *b"GCQSEG1R";
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 20;
 /// The u32 0x31524347 in little-endian order, which reads "GCR1".
 pub(crate) const RECORD_MAGIC: [u8; 4] = 0x3152_4347u32.to_le_bytes();
@@ -24,19 +27,39 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// A delivered segment kept for reuse: named after the first seq it held.
+pub(crate) fn spare_file_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.spare")
+}
+
+pub(crate) fn is_spare_file_name(name: &str) -> bool {
+    name.strip_suffix(".spare").is_some_and(|digits| digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
 pub(crate) fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    header_with(SEGMENT_MAGIC, first_seq)
+}
+
+/// The header of a segment written over a delivered one (see [`SEGMENT_MAGIC_REUSED`]).
+pub(crate) fn reused_segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    header_with(SEGMENT_MAGIC_REUSED, first_seq)
+}
+
+fn header_with(magic: [u8; 8], first_seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-    header[..8].copy_from_slice(&SEGMENT_MAGIC);
+    header[..8].copy_from_slice(&magic);
     header[8..16].copy_from_slice(&first_seq.to_le_bytes());
     let crc = crc32fast::hash(&header[..16]);
     header[16..].copy_from_slice(&crc.to_le_bytes());
     header
 }
 
-/// The first seq a segment header names, or `None` when its magic or checksum is wrong.
-pub(crate) fn parse_segment_header(header: &[u8; SEGMENT_HEADER_LEN as usize]) -> Option<u64> {
-    let intact = header[..8] == SEGMENT_MAGIC && crc32fast::hash(&header[..16]) == u32_at(header, 16);
-    intact.then(|| u64_at(header, 8))
+/// The first seq a segment header names and whether the segment reuses a delivered one's
+/// file, or `None` when its magic or checksum is wrong.
+pub(crate) fn parse_segment_header(header: &[u8; SEGMENT_HEADER_LEN as usize]) -> Option<(u64, bool)> {
+    let reused = header[..8] == SEGMENT_MAGIC_REUSED;
+    let intact = (reused || header[..8] == SEGMENT_MAGIC) && crc32fast::hash(&header[..16]) == u32_at(header, 16);
+    intact.then(|| (u64_at(header, 8), reused))
 }
 
 /// Replaces `out` with the record's bytes, header and payload, ready for a single write.
@@ -126,9 +149,10 @@ mod tests {
     #[test]
     fn headers_and_acks_round_trip_and_reject_a_flipped_bit() {
         let mut header = segment_header(7);
-        assert_eq!(parse_segment_header(&header), Some(7));
+        assert_eq!(parse_segment_header(&header), Some((7, false)));
         header[9] ^= 1;
         assert_eq!(parse_segment_header(&header), None);
+        assert_eq!(parse_segment_header(&reused_segment_header(8)), Some((8, true)));
         let mut ack = encode_ack(99);
         assert_eq!(parse_ack(&ack), Some(99));
         ack[0] ^= 1;

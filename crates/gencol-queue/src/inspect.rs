@@ -55,6 +55,7 @@ fn walk(dir: &Path, found: &mut Vec<Inspection>) -> Result<(), QueueError> {
             next_seq: None,
             acked_upto,
             dir_changed: false,
+            spares: Vec::new(),
             _lock: None,
         };
         let mut reader = Reader::new(dir, Arc::new(Mutex::new(shared)), acked_upto);

@@ -13,7 +13,16 @@
 //! only grow; they are never reused, not even for a record lost to a crash. The file `ack`
 //! holds the highest seq up to which everything was acknowledged (u64 LE and its CRC-32); it
 //! is replaced by renaming `ack.tmp` over it. The file `lock` is held locked while a queue is
-//! open. Subdirectories are ignored (they may be other queues); any other file is foreign:
+//! open.
+//!
+//! Delivered segments are not all deleted: up to two are renamed `<first seq>.spare`, and the
+//! writer's next segment is written over one (header magic `GCQSEG1R`: reused). Writing
+//! over blocks a file already has makes each fsync cheaper than appending (no allocation,
+//! no size change), and no block is freed, which on a filesystem mounted with `discard`
+//! waits for the device. Past a reused segment's last record lie the old segment's bytes:
+//! its records have older seqs, so they never pass for records of this one, and a reader
+//! ends such a segment there silently, unless the bytes start as the next record would (a
+//! write cut off, reported as a torn tail). Subdirectories are ignored (they may be other queues); any other file is foreign:
 //! reported, never touched.
 //!
 //! # Failure model
@@ -107,6 +116,8 @@ struct Shared {
     acked_upto: u64,
     /// A segment file was deleted since the writer's last sync point.
     dir_changed: bool,
+    /// Delivered segment files kept for the writer to write over (at most [`MAX_SPARES`]).
+    spares: Vec<PathBuf>,
     /// Held for as long as the writer or the reader lives; dropping it releases the lock.
     _lock: Option<File>,
 }
@@ -119,6 +130,10 @@ struct SegmentState {
     /// found at open, which nobody writes any more and is read to its end.
     limit: Option<u64>,
 }
+
+/// Delivered segments kept for reuse, at most: one to roll into while the next is
+/// delivered. Their bytes are not counted in `max_bytes` (they hold no record).
+const MAX_SPARES: usize = 2;
 
 /// A panic elsewhere while holding the lock leaves plain numbers behind, still usable.
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {

@@ -6,9 +6,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::format::{parse_ack, parse_segment_file_name};
+use crate::format::{is_spare_file_name, parse_ack, parse_segment_file_name};
 use crate::segment::{holds_no_record, last_seq_used};
-use crate::{Options, QueueError, Reader, SegmentState, Shared, Writer, lock};
+use crate::{MAX_SPARES, Options, QueueError, Reader, SegmentState, Shared, Writer, lock};
 
 /// An open queue: its writer and reader (which may live on different threads) and what
 /// opening found.
@@ -82,10 +82,17 @@ pub fn open(dir: &Path, opts: Options) -> Result<Opened, QueueError> {
         next_seq: Some(next_seq),
         acked_upto,
         dir_changed: false,
+        spares: Vec::new(),
         _lock: Some(lock_file),
     };
     let shared = Arc::new(Mutex::new(shared));
     let mut reader = Reader::new(dir, Arc::clone(&shared), acked_upto);
+    // Spares beyond the bound (a crash while renaming can leave one more) are deleted.
+    let mut spares = listing.spares;
+    for extra in spares.split_off(spares.len().min(MAX_SPARES)) {
+        reader.delete_file(extra);
+    }
+    lock(&shared).spares = spares;
     reader.delete_acked_segments(acked_upto);
     if let Err(e) = reader.wait_for_deletes() {
         problems.push(e.to_string());
@@ -119,6 +126,8 @@ pub(crate) struct SegmentFile {
 /// What a queue directory holds, each kind sorted.
 pub(crate) struct Listing {
     pub segments: Vec<SegmentFile>,
+    /// Delivered segments kept for reuse.
+    pub spares: Vec<PathBuf>,
     pub has_ack: bool,
     pub foreign_files: Vec<PathBuf>,
     pub subdirs: Vec<PathBuf>,
@@ -126,7 +135,13 @@ pub(crate) struct Listing {
 
 pub(crate) fn list_dir(dir: &Path) -> Result<Listing, QueueError> {
     let io_err = |e| QueueError::io(dir, e);
-    let mut listing = Listing { segments: Vec::new(), has_ack: false, foreign_files: Vec::new(), subdirs: Vec::new() };
+    let mut listing = Listing {
+        segments: Vec::new(),
+        spares: Vec::new(),
+        has_ack: false,
+        foreign_files: Vec::new(),
+        subdirs: Vec::new(),
+    };
     for entry in fs::read_dir(dir).map_err(io_err)? {
         let entry = entry.map_err(io_err)?;
         let path = entry.path();
@@ -142,6 +157,7 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing, QueueError> {
         match (name, parse_segment_file_name(name)) {
             ("ack", _) => listing.has_ack = true,
             ("ack.tmp" | "lock", _) => {}
+            (name, None) if kind.is_file() && is_spare_file_name(name) => listing.spares.push(path),
             (_, Some(first_seq)) if kind.is_file() => {
                 let len = entry.metadata().map_err(|e| QueueError::io(&path, e))?.len();
                 listing.segments.push(SegmentFile { first_seq, path, len });
@@ -151,6 +167,7 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing, QueueError> {
     }
     listing.segments.sort_by_key(|s| s.first_seq);
     listing.foreign_files.sort();
+    listing.spares.sort();
     listing.subdirs.sort();
     Ok(listing)
 }
@@ -176,6 +193,7 @@ pub(crate) fn read_ack(dir: &Path) -> Result<Option<u64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::segment_file_name;
     use crate::test_support::{payload, read_all, small_segments};
 
     fn segment_paths(dir: &Path) -> Vec<PathBuf> {
@@ -206,6 +224,67 @@ mod tests {
         assert_eq!(writer.append(b"after reopen").expect("append"), 21);
         assert_eq!(segment_paths(dir.path()).len(), before.len() + 1);
         assert_eq!(read_all(&mut reader).0, vec![(21, b"after reopen".to_vec())]);
+    }
+
+    /// Nine 60-byte records in three segments, delivered; then records 10 and 11 (40 bytes
+    /// each), which go over a delivered segment; 10 is delivered, then a crash.
+    fn reuse_then_crash(dir: &Path) {
+        let Opened { mut writer, mut reader, .. } = open(dir, small_segments()).expect("open");
+        for i in 1..=9 {
+            assert_eq!(writer.append(&[b'o'; 60]).expect("append"), i);
+        }
+        let (records, _) = read_all(&mut reader);
+        records.iter().for_each(|(seq, _)| reader.ack(*seq));
+        reader.persist_acks().expect("persist");
+        reader.wait_for_deletes().expect("deleted");
+        let spares = |dir: &Path| {
+            fs::read_dir(dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".spare")).count()
+        };
+        assert_eq!(spares(dir), 2, "delivered segments are kept to be written over, not deleted");
+        assert_eq!(writer.append(&[b'n'; 40]).expect("append"), 10);
+        assert_eq!(writer.append(&[b'n'; 40]).expect("append"), 11);
+        assert_eq!(spares(dir), 1, "the new segment took one");
+        let reused = fs::read(dir.join(segment_file_name(10))).expect("segment 10");
+        assert_eq!(&reused[..8], b"GCQSEG1R", "written over a delivered segment, and says so");
+        assert_eq!(reused.len(), 20 + 3 * 88, "the old records' bytes are still past the new ones");
+        let (records, skipped) = read_all(&mut reader);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(records, vec![(10, vec![b'n'; 40]), (11, vec![b'n'; 40])], "only the new records");
+        reader.ack(10);
+        reader.persist_acks().expect("persist");
+        writer.sync_point().sync().expect("sync");
+        // Dropped without acknowledging 11: as after a crash.
+    }
+
+    #[test]
+    fn a_segment_written_over_a_delivered_one_reads_back_only_its_own_records_after_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        reuse_then_crash(dir.path());
+        let Opened { mut writer, mut reader, report } = open(dir.path(), small_segments()).expect("reopen");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert!(report.foreign_files.is_empty(), "spares are not foreign: {:?}", report.foreign_files);
+        assert_eq!(report.next_seq, 12);
+        let (records, skipped) = read_all(&mut reader);
+        assert!(skipped.is_empty(), "the old bytes are not damage: {skipped:?}");
+        assert_eq!(records, vec![(11, vec![b'n'; 40])]);
+        assert_eq!(writer.append(b"after").expect("append"), 12);
+        assert_eq!(read_all(&mut reader).0, vec![(12, b"after".to_vec())]);
+    }
+
+    #[test]
+    fn a_write_cut_off_in_a_reused_segment_is_still_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        reuse_then_crash(dir.path());
+        // Record 11 (offset 88, payload at 116) cut off: its payload is not what its CRC says.
+        let path = dir.path().join(segment_file_name(10));
+        let mut bytes = fs::read(&path).expect("read");
+        bytes[120] ^= 0xff;
+        fs::write(&path, bytes).expect("write");
+        let Opened { mut reader, .. } = open(dir.path(), small_segments()).expect("reopen");
+        let (records, skipped) = read_all(&mut reader);
+        assert!(records.is_empty(), "{records:?}");
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(skipped[0].torn_tail && skipped[0].records_lost == 1, "{skipped:?}");
     }
 
     #[test]

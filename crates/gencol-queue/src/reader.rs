@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::deleter::Deleter;
-use crate::format::encode_ack;
+use crate::format::{encode_ack, spare_file_name};
 use crate::segment::{Item, SegmentCursor, SeqRange};
-use crate::{QueueError, Shared, lock};
+use crate::{MAX_SPARES, QueueError, Shared, lock};
 
 /// An I/O error on the same segment this many times in a row gives it up as damaged, so a
 /// bad sector cannot stall the queue forever.
@@ -261,13 +261,30 @@ impl Reader {
                 self.cursor = None;
             }
             self.done_through = self.done_through.max(Some(first_seq));
-            self.deleter.delete(path);
+            self.recycle_or_delete(first_seq, path);
             let mut shared = lock(&self.shared);
             if let Some(segment) = shared.segments.remove(&first_seq) {
                 shared.bytes = shared.bytes.saturating_sub(segment.bytes);
             }
             shared.dir_changed = true;
         }
+    }
+
+    pub(crate) fn delete_file(&self, path: PathBuf) {
+        self.deleter.delete(path);
+    }
+
+    /// Keeps a delivered segment as a spare for the writer to write over (renaming it is
+    /// cheap), or has it deleted when enough spares are kept.
+    fn recycle_or_delete(&self, first_seq: u64, path: PathBuf) {
+        if lock(&self.shared).spares.len() < MAX_SPARES {
+            let spare = self.dir.join(spare_file_name(first_seq));
+            if fs::rename(&path, &spare).is_ok() {
+                lock(&self.shared).spares.push(spare);
+                return;
+            }
+        }
+        self.deleter.delete(path);
     }
 
     fn publish(&self) {

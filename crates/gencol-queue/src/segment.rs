@@ -74,6 +74,8 @@ pub(crate) struct SegmentCursor {
     /// The next byte to read.
     pub offset: u64,
     pub file_len: u64,
+    /// Written over a delivered segment: what follows the last record is the old bytes.
+    reused: bool,
 }
 
 impl SegmentCursor {
@@ -82,7 +84,7 @@ impl SegmentCursor {
     pub fn open(path: &Path, first_seq: u64) -> io::Result<Result<Self, String>> {
         let file = File::open(path)?;
         let file_len = file.metadata()?.len();
-        let mut cursor = SegmentCursor { file, pos: None, offset: SEGMENT_HEADER_LEN, file_len };
+        let mut cursor = SegmentCursor { file, pos: None, offset: SEGMENT_HEADER_LEN, file_len, reused: false };
         if file_len < SEGMENT_HEADER_LEN {
             return Ok(Err(format!("file of {file_len} bytes is shorter than a segment header")));
         }
@@ -90,8 +92,13 @@ impl SegmentCursor {
         cursor.read_at(0, &mut header)?;
         Ok(match parse_segment_header(&header) {
             None => Err("bad segment header (magic or checksum)".to_string()),
-            Some(seq) if seq != first_seq => Err(format!("segment header says first seq {seq}, its name {first_seq}")),
-            Some(_) => Ok(cursor),
+            Some((seq, _)) if seq != first_seq => {
+                Err(format!("segment header says first seq {seq}, its name {first_seq}"))
+            }
+            Some((_, reused)) => {
+                cursor.reused = reused;
+                Ok(cursor)
+            }
         })
     }
 
@@ -111,11 +118,17 @@ impl SegmentCursor {
         let next = self.find_record(start + 1, limit, range)?;
         let end = next.map_or(limit, |(pos, _)| pos);
         self.offset = end;
+        // In a reused segment, what runs to the end without a record after it is the old
+        // segment's bytes, unless it starts as the next record would: a write cut off.
+        let torn_reuse = next.is_none() && self.reused && self.starts_next_record(start, limit, range)?;
+        if next.is_none() && self.reused && !torn_reuse {
+            return Ok(Item::End);
+        }
         Ok(Item::Bad(BadRegion {
             offset: start,
             bytes: end - start,
             next_seq: next.map(|(_, seq)| seq),
-            cut_short: next.is_none() && matches!(flaw, Flaw::CutShort),
+            cut_short: next.is_none() && (torn_reuse || matches!(flaw, Flaw::CutShort)),
             reason: flaw.to_string(),
         }))
     }
@@ -148,6 +161,16 @@ impl SegmentCursor {
             return Ok(Err(Flaw::OutOfOrder { seq: fields.seq, range }));
         }
         Ok(Ok(GoodRecord { seq: fields.seq, time_ms: fields.time_ms, payload }))
+    }
+
+    /// Whether the bytes at `pos` begin the header of the record that would come next.
+    fn starts_next_record(&mut self, pos: u64, limit: u64, range: SeqRange) -> io::Result<bool> {
+        if limit.saturating_sub(pos) < RECORD_HEADER_LEN {
+            return Ok(false);
+        }
+        let mut header = [0u8; RECORD_HEADER_LEN as usize];
+        self.read_at(pos, &mut header)?;
+        Ok(parse_record_header(&header).is_some_and(|h| h.seq == range.after.saturating_add(1)))
     }
 
     /// The position and seq of the first record from `from` on that checks out, trying
