@@ -22,6 +22,7 @@ mod delivery;
 mod group_sync;
 mod pipeline;
 mod registry;
+pub mod secrets;
 mod service;
 
 pub use delivery::{
@@ -29,4 +30,5 @@ pub use delivery::{
 };
 pub use group_sync::{GroupSync, SyncFn};
 pub use registry::{ComponentInfo, DuplicateType, Provenance, Registry};
+pub use secrets::SecretMask;
 pub use service::{BuiltExporter, RunningService, ValidatedService};

@@ -4,8 +4,14 @@
 //! Error messages are what `gencol test-connection` prints and what delivery logs, so
 //! they follow one shape: `<status> <body excerpt> (from <endpoint>)` when the
 //! destination answered, `cannot reach <endpoint>: <cause>` when it did not. Neither
-//! may carry a secret: the endpoint is shown without userinfo or query (a user may put
-//! a key there), and header values are masked if the destination echoes them back.
+//! may carry a secret: the endpoint is shown without query (a user may put a key there;
+//! userinfo is refused at config load), and every text the destination sends back is
+//! passed through the exporter's [`SecretMask`] (header values, keys, query values, in
+//! any escaping, case or base64) before it is cut to an excerpt.
+//!
+//! Redirects are never followed: a 3xx would carry the credentials (headers, query) to
+//! whatever host the destination names, or turn the POST into a GET that loses the
+//! batch. It is a permanent error naming where it pointed, so the user fixes the URL.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -15,6 +21,8 @@ use bytes::Bytes;
 use flate2::write::GzEncoder;
 use flate2::{Compress, Compression as GzLevel, FlushCompress, Status};
 use gencol_engine::ExportError;
+use gencol_engine::SecretMask;
+use gencol_engine::secrets::{header_secrets, url_secrets};
 use gencol_model::SpanItem;
 use gencol_model::otlp;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
@@ -25,6 +33,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 #[derive(Clone)]
 pub struct OtlpHttpSettings {
     pub endpoint: reqwest::Url,
+    /// The setting the endpoint was written in (`endpoint`, `base_url`), for hints.
+    pub endpoint_key: &'static str,
     /// Sent with every request; values are secrets and never logged.
     pub headers: Vec<(String, String)>,
     pub protobuf: bool,
@@ -45,6 +55,7 @@ impl std::fmt::Debug for OtlpHttpSettings {
         let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, _)| (k.as_str(), "***")).collect();
         f.debug_struct("OtlpHttpSettings")
             .field("endpoint", &redacted_url(&self.endpoint))
+            .field("endpoint_key", &self.endpoint_key)
             .field("headers", &headers)
             .field("protobuf", &self.protobuf)
             .field("gzip", &self.gzip)
@@ -55,13 +66,8 @@ impl std::fmt::Debug for OtlpHttpSettings {
 /// Sends OTLP export requests to one endpoint over a pooled keep-alive client.
 pub struct OtlpHttpSender {
     client: reqwest::Client,
-    endpoint: reqwest::Url,
-    /// The endpoint as messages show it (see [`redacted_url`]).
-    shown_endpoint: String,
+    destination: Destination,
     headers: HeaderMap,
-    /// Header values (and bearer tokens without their scheme) to mask in response
-    /// excerpts, longest first so a token inside a longer value is masked whole.
-    secrets: Vec<String>,
     protobuf: bool,
     gzip: bool,
     exporter: String,
@@ -88,19 +94,11 @@ pub fn check_headers(headers: &[(String, String)]) -> Result<HeaderMap, String> 
 impl OtlpHttpSender {
     pub fn new(exporter: &str, s: &OtlpHttpSettings) -> Result<Self, String> {
         let headers = check_headers(&s.headers)?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(concat!("gencol/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot create HTTP client: {e}"))?;
+        let secrets = s.headers.iter().flat_map(|(_, value)| header_secrets(value));
         Ok(OtlpHttpSender {
-            client,
-            endpoint: s.endpoint.clone(),
-            shown_endpoint: redacted_url(&s.endpoint),
+            client: http_client()?,
+            destination: Destination::new(s.endpoint.clone(), s.endpoint_key, secrets),
             headers,
-            secrets: secrets_of(&s.headers),
             protobuf: s.protobuf,
             gzip: s.gzip,
             exporter: exporter.to_owned(),
@@ -194,7 +192,7 @@ impl OtlpHttpSender {
     async fn send_encoded(&self, body: Vec<u8>, test: bool) -> Result<String, ExportError> {
         let mut request = self
             .client
-            .post(self.endpoint.clone())
+            .post(self.destination.url.clone())
             .headers(self.headers.clone())
             .header("content-type", if self.protobuf { "application/x-protobuf" } else { "application/json" });
         if self.gzip {
@@ -203,41 +201,104 @@ impl OtlpHttpSender {
         if test {
             request = request.header("x-test-connection", "true");
         }
-        let answer = send_once(request.body(Bytes::from(body)), &self.shown_endpoint).await?;
+        let answer = send_once(request.body(Bytes::from(body)), &self.destination).await?;
         if answer.status.is_success() {
             self.log_partial_success(&answer.content_type, &answer.body);
             return Ok(answer.status_line());
         }
         // OTLP/HTTP: only these are worth sending again; a 500 means the data is at fault.
         let retryable = matches!(answer.status.as_u16(), 429 | 502 | 503 | 504);
-        Err(answer.into_error(retryable, &self.shown_endpoint, &self.secrets))
+        Err(answer.into_error(retryable, &self.destination))
     }
 
-    /// A 200 may still say some spans were rejected; that is logged, never retried.
+    /// A 200 may still say some spans were rejected; that is logged once per answer,
+    /// with the destination's message masked and cut, never retried.
     fn log_partial_success(&self, content_type: &str, body: &[u8]) {
-        if body.is_empty() {
-            return;
-        }
-        let parsed = if content_type.starts_with("application/x-protobuf") {
-            ExportTraceServiceResponse::decode(body).ok()
-        } else {
-            serde_json::from_slice::<ExportTraceServiceResponse>(body).ok()
-        };
-        if let Some(p) = parsed.and_then(|r| r.partial_success)
-            && (p.rejected_spans > 0 || !p.error_message.is_empty())
-        {
-            let message = mask_secrets(p.error_message, &self.secrets);
-            tracing::warn!(exporter = %self.exporter, rejected_spans = p.rejected_spans, "destination accepted the batch partially: {message}");
+        if let Some((rejected_spans, message)) = partial_success(content_type, body) {
+            let message = self.destination.mask.excerpt(&message, EXCERPT_BYTES);
+            let message = if message.is_empty() { "(no message)".to_owned() } else { message };
+            tracing::warn!(exporter = %self.exporter, rejected_spans, "destination accepted the batch partially: {message}");
         }
     }
 }
 
-/// One HTTP answer, read whole.
+/// `partialSuccess` of an OTLP answer, when it reports rejected spans or a message:
+/// `(rejectedSpans, errorMessage)`. OTLP/JSON writes 64-bit integers as strings
+/// (`"rejectedSpans": "1"`), and some servers as numbers; both are read, as are the
+/// protobuf field names (`rejected_spans`) that JSON mappings also accept.
+fn partial_success(content_type: &str, body: &[u8]) -> Option<(i64, String)> {
+    if body.is_empty() {
+        return None;
+    }
+    let (rejected, message) = if content_type.starts_with("application/x-protobuf") {
+        let p = ExportTraceServiceResponse::decode(body).ok()?.partial_success?;
+        (p.rejected_spans, p.error_message)
+    } else {
+        let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let field = |v: &serde_json::Value, camel: &str, snake: &str| v.get(camel).or_else(|| v.get(snake)).cloned();
+        let p = field(&answer, "partialSuccess", "partial_success")?;
+        let rejected = match field(&p, "rejectedSpans", "rejected_spans") {
+            Some(serde_json::Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).unwrap_or(0),
+            Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(0),
+            _ => 0,
+        };
+        let message = match field(&p, "errorMessage", "error_message") {
+            Some(serde_json::Value::String(s)) => s,
+            _ => String::new(),
+        };
+        (rejected, message)
+    };
+    (rejected != 0 || !message.is_empty()).then_some((rejected, message))
+}
+
+/// Where an exporter sends, how messages show it, and the secrets to keep out of them.
+pub(crate) struct Destination {
+    pub url: reqwest::Url,
+    /// The URL as messages show it (see [`redacted_url`]).
+    pub shown: String,
+    /// The setting the URL was written in (`endpoint`, `base_url`), named in hints.
+    pub key: &'static str,
+    /// Every secret of the exporter (`secrets` given, plus the URL's query values),
+    /// built once here and applied to every text the destination sends back.
+    pub mask: SecretMask,
+}
+
+impl Destination {
+    pub fn new(url: reqwest::Url, key: &'static str, secrets: impl IntoIterator<Item = String>) -> Destination {
+        let mask = SecretMask::new(secrets.into_iter().chain(url_secrets(url.as_str())));
+        Destination { shown: redacted_url(&url), url, key, mask }
+    }
+}
+
+/// The HTTP client of an exporter. It never follows a redirect (see the module docs): a
+/// 3xx comes back as an answer, which [`HttpAnswer::into_error`] turns into a message.
+pub(crate) fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .user_agent(concat!("gencol/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot create HTTP client: {e}"))
+}
+
+/// Most bytes of an answer's body read: enough for any error text or OTLP
+/// partial-success answer, and a destination cannot make gencol hold more.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// Most bytes of a destination's text in one message.
+pub(crate) const EXCERPT_BYTES: usize = 512;
+
+/// One HTTP answer, its body read up to [`MAX_ANSWER_BYTES`].
 pub(crate) struct HttpAnswer {
     pub status: reqwest::StatusCode,
     pub retry_after: Option<Duration>,
     pub content_type: String,
+    pub location: Option<String>,
     pub body: Bytes,
+    /// Whether `body` is the whole body (not cut at the limit or by a broken connection).
+    pub complete: bool,
 }
 
 impl HttpAnswer {
@@ -247,10 +308,26 @@ impl HttpAnswer {
     }
 
     /// A failed answer as an export error. Status first: `test-connection` prints it as
-    /// `FAILED: <status> <excerpt>`; secrets the destination echoes are masked.
-    pub fn into_error(self, retryable: bool, shown_endpoint: &str, secrets: &[String]) -> ExportError {
-        let excerpt = mask_secrets(excerpt(&self.body), secrets);
-        let message = format!("{} {excerpt} (from {shown_endpoint})", self.status.as_u16());
+    /// `FAILED: <status> <excerpt>`; secrets the destination echoes are masked. A 3xx is
+    /// permanent and names where it pointed (scheme, host and port only).
+    pub fn into_error(self, retryable: bool, destination: &Destination) -> ExportError {
+        let Destination { shown, key, mask, .. } = destination;
+        if self.status.is_redirection() {
+            let target = self.location.as_deref().and_then(|l| destination.url.join(l.trim()).ok());
+            let message = match target {
+                Some(target) => format!(
+                    "{} (redirect to {} not followed: exporters do not follow redirects; set {key} to the final URL) (from {shown})",
+                    self.status_line(),
+                    mask.mask(&origin(&target)),
+                ),
+                None => format!(
+                    "{} (redirect not followed: exporters do not follow redirects, and this one has no usable Location; set {key} to the final URL) (from {shown})",
+                    self.status_line(),
+                ),
+            };
+            return ExportError::permanent(message);
+        }
+        let message = format!("{} {} (from {shown})", self.status.as_u16(), self.excerpt(mask));
         if retryable {
             ExportError::Retryable { message, retry_after: self.retry_after }
         } else if refuses_content(self.status) {
@@ -259,6 +336,39 @@ impl HttpAnswer {
             ExportError::permanent(message)
         }
     }
+
+    /// The start of the body as one line, secrets masked before it is cut.
+    fn excerpt(&self, mask: &SecretMask) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let mut text: &str = &text;
+        if !self.complete {
+            // The body stops mid-way, maybe inside a secret too cut to be recognised:
+            // that end is never shown.
+            let mut end = text.len().saturating_sub(mask.margin());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text = &text[..end];
+        }
+        let mut shown = mask.excerpt(text, EXCERPT_BYTES);
+        if shown.is_empty() && self.complete {
+            return "(empty body)".into();
+        }
+        if !self.complete && !shown.ends_with('…') {
+            shown.push('…');
+        }
+        shown
+    }
+}
+
+/// `scheme://host[:port]` of a URL: where a redirect pointed, without the path, query
+/// or userinfo a key could be in.
+fn origin(url: &reqwest::Url) -> String {
+    let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown
 }
 
 /// Statuses that refuse what a request holds rather than the request itself (auth, path):
@@ -271,17 +381,38 @@ fn refuses_content(status: http::StatusCode) -> bool {
 /// the message names only the redacted endpoint, since reqwest's names the full URL.
 pub(crate) async fn send_once(
     request: reqwest::RequestBuilder,
-    shown_endpoint: &str,
+    destination: &Destination,
 ) -> Result<HttpAnswer, ExportError> {
-    let response = request.send().await.map_err(|e| {
-        ExportError::retryable(format!("cannot reach {shown_endpoint}: {}", error_chain(&e.without_url())))
+    let mut response = request.send().await.map_err(|e| {
+        let cause = destination.mask.mask(&error_chain(&e.without_url()));
+        ExportError::retryable(format!("cannot reach {}: {cause}", destination.shown))
     })?;
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let retry_after = header("retry-after").as_deref().and_then(parse_retry_after);
     let content_type = header("content-type").unwrap_or_default();
+    let location = header("location");
     let status = response.status();
-    let body = response.bytes().await.unwrap_or_default();
-    Ok(HttpAnswer { status, retry_after, content_type, body })
+    let mut body = Vec::new();
+    let mut complete = true;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_ANSWER_BYTES - body.len();
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    complete = false;
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(_) => {
+                complete = false;
+                break;
+            }
+        }
+    }
+    Ok(HttpAnswer { status, retry_after, content_type, location, body: Bytes::from(body), complete })
 }
 
 /// Protobuf batches of at least this many spans are encoded and compressed off the worker
@@ -368,18 +499,6 @@ fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
     Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(t.unix_timestamp()).ok()?))
 }
 
-/// The start of a response body, as text, for error messages.
-pub fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(512)]).trim().replace('\n', " ");
-    if text.is_empty() {
-        "(empty body)".into()
-    } else if body.len() > 512 {
-        format!("{text}…")
-    } else {
-        text
-    }
-}
-
 /// A URL fit for messages: scheme, host, port and path, without userinfo, query or
 /// fragment, where a user may have put a key (`?api_key=...`). A cut query shows as `?***`.
 pub fn redacted_url(url: &reqwest::Url) -> String {
@@ -418,41 +537,23 @@ fn redacted_url_text(s: &str) -> String {
 
 /// Parses an `http(s)://host[:port]/path` setting (`key`); errors show the value
 /// redacted and end with `hint` (what to write instead).
-pub fn parse_http_url(key: &str, s: &str, hint: &str) -> Result<reqwest::Url, String> {
+///
+/// A user or password in the URL is refused, and `credential_hint` says where the
+/// credential goes instead: reqwest would send it as Basic auth to every request, where
+/// no header setting shows it, and a destination echoing it back would have to be
+/// caught in base64. The message shows the URL without them.
+pub fn parse_http_url(key: &str, s: &str, hint: &str, credential_hint: &str) -> Result<reqwest::Url, String> {
     let shown = redacted_url_text(s);
     let url = reqwest::Url::parse(s).map_err(|e| format!("{key} `{shown}` is not a URL ({e}): {hint}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(format!("{key} `{shown}` must be an http:// or https:// URL with a host"));
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{key} `{shown}` must not contain a user name or password (`user:password@`): remove them and {credential_hint}"
+        ));
+    }
     Ok(url)
-}
-
-/// What to mask in texts that come back from a destination: each header value, and the
-/// credential alone when the value is `<scheme> <credential>` (`Bearer abc`). Values
-/// shorter than 4 characters are left alone: masking them would garble ordinary text
-/// and they are not credentials anyone uses.
-fn secrets_of(headers: &[(String, String)]) -> Vec<String> {
-    let mut secrets: Vec<String> = Vec::new();
-    for (_, value) in headers {
-        let value = value.trim();
-        secrets.push(value.to_owned());
-        if let Some((_, credential)) = value.split_once(' ') {
-            secrets.push(credential.trim().to_owned());
-        }
-    }
-    secrets.retain(|s| s.len() >= 4);
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    secrets.dedup();
-    secrets
-}
-
-pub(crate) fn mask_secrets(mut text: String, secrets: &[String]) -> String {
-    for secret in secrets {
-        if text.contains(secret.as_str()) {
-            text = text.replace(secret.as_str(), "***");
-        }
-    }
-    text
 }
 
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -513,22 +614,117 @@ mod tests {
         let url = reqwest::Url::parse("http://127.0.0.1:4318/v1/traces").unwrap();
         assert_eq!(redacted_url(&url), "http://127.0.0.1:4318/v1/traces");
         assert_eq!(redacted_url_text("http://u:pw@host:port/x?key=s3cret"), "http://***@host:port/x?***");
-        let err = parse_http_url("base_url", "http//host/x?key=s3cret", "write a URL").unwrap_err();
+        let err = parse_http_url("base_url", "http//host/x?key=s3cret", "write a URL", "").unwrap_err();
         assert!(err.starts_with("base_url `http//host/x?***` is not a URL") && !err.contains("s3cret"), "{err}");
     }
 
     #[test]
-    fn echoed_credentials_are_masked() {
-        let secrets =
-            secrets_of(&[("Authorization".into(), "Bearer rk_live_abcdef".into()), ("X-Dataset".into(), "llm".into())]);
-        let text = mask_secrets("invalid key rk_live_abcdef for llm (Bearer rk_live_abcdef)".into(), &secrets);
-        assert_eq!(text, "invalid key *** for llm (***)");
+    fn userinfo_is_refused_without_showing_it() {
+        for url in ["https://bob:hunter2pw@api.example.com/v1/traces?k=v", "https://bob@api.example.com/v1/traces"] {
+            let err = parse_http_url("endpoint", url, "", "put it in `headers`").unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "endpoint `https://api.example.com/v1/traces{}` must not contain a user name or password (`user:password@`): remove them and put it in `headers`",
+                    if url.contains('?') { "?***" } else { "" }
+                )
+            );
+        }
+    }
+
+    fn destination(secrets: &[&str]) -> Destination {
+        let url = reqwest::Url::parse("http://127.0.0.1:9/v1/traces?token=query-secret-1").unwrap();
+        Destination::new(url, "endpoint", secrets.iter().map(|s| s.to_string()))
+    }
+
+    fn answer(status: u16, body: &str, location: Option<&str>) -> HttpAnswer {
+        HttpAnswer {
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            retry_after: None,
+            content_type: "text/plain".into(),
+            location: location.map(str::to_owned),
+            body: Bytes::from(body.to_owned()),
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn echoed_credentials_are_masked_before_the_cut() {
+        let key = "rk_live_abcdef123";
+        let d = destination(&header_secrets(&format!("Bearer {key}")).iter().map(String::as_str).collect::<Vec<_>>());
+        let body = format!("invalid key {key} for llm (Bearer {key}), query-secret-1");
+        let message = answer(401, &body, None).into_error(false, &d).to_string();
+        assert_eq!(message, "401 invalid key *** for llm (***), *** (from http://127.0.0.1:9/v1/traces?***)");
+        // One character of the key past the cut: before, the rest was shown.
+        let body = format!("{}{key}{}", "x".repeat(EXCERPT_BYTES - key.len() + 1), "y".repeat(600));
+        let message = answer(400, &body, None).into_error(false, &d).to_string();
+        assert!(!message.contains(&key[..4]) && message.contains("x***y") && message.contains("y… (from"), "{message}");
+        assert_eq!(
+            answer(400, " \n", None).into_error(false, &d).to_string(),
+            "400 (empty body) (from http://127.0.0.1:9/v1/traces?***)"
+        );
+    }
+
+    #[test]
+    fn a_body_read_in_part_never_shows_its_cut_end() {
+        let key = "rk_live_abcdef123";
+        let d = destination(&[key]);
+        let mut cut = answer(400, &format!("short {}", &key[..10]), None);
+        cut.complete = false;
+        let message = cut.into_error(false, &d).to_string();
+        assert!(!message.contains(&key[..6]) && message.starts_with("400 …"), "{message}");
+    }
+
+    #[test]
+    fn redirects_are_permanent_and_name_only_the_origin() {
+        let d = destination(&["rk_live_abcdef123"]);
+        let err = answer(307, "see elsewhere", Some("http://u:pw@127.0.0.1:5555/v1/traces?token=rk_live_abcdef123"))
+            .into_error(true, &d);
+        assert_eq!(
+            err,
+            ExportError::permanent(
+                "307 Temporary Redirect (redirect to http://127.0.0.1:5555 not followed: exporters do not follow redirects; set endpoint to the final URL) (from http://127.0.0.1:9/v1/traces?***)"
+            )
+        );
+        let relative = answer(301, "", Some("/v2/traces")).into_error(false, &d).to_string();
+        assert!(
+            relative.starts_with("301 Moved Permanently (redirect to http://127.0.0.1:9 not followed"),
+            "{relative}"
+        );
+        let nowhere = answer(302, "", None).into_error(false, &d).to_string();
+        assert!(nowhere.contains("has no usable Location; set endpoint to the final URL"), "{nowhere}");
+        // A host that spells a secret is masked too.
+        let sneaky = answer(302, "", Some("http://rk_live_abcdef123.evil.example/")).into_error(false, &d).to_string();
+        assert!(
+            !sneaky.contains("rk_live") && sneaky.contains("redirect to http://***.evil.example not followed"),
+            "{sneaky}"
+        );
+    }
+
+    #[test]
+    fn partial_success_counts_as_number_or_string() {
+        let json = |body: &str| partial_success("application/json", body.as_bytes());
+        assert_eq!(json(r#"{"partialSuccess":{"rejectedSpans":"1","errorMessage":"bad"}}"#), Some((1, "bad".into())));
+        assert_eq!(json(r#"{"partialSuccess":{"rejectedSpans":2}}"#), Some((2, String::new())));
+        assert_eq!(json(r#"{"partial_success":{"rejected_spans":"3"}}"#), Some((3, String::new())));
+        assert_eq!(json(r#"{"partialSuccess":{"errorMessage":"warn only"}}"#), Some((0, "warn only".into())));
+        assert_eq!(json(r#"{"partialSuccess":{}}"#), None);
+        assert_eq!(json("{}"), None);
+        assert_eq!(json("not json"), None);
+        let proto = ExportTraceServiceResponse {
+            partial_success: Some(opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess {
+                rejected_spans: 4,
+                error_message: "p".into(),
+            }),
+        };
+        assert_eq!(partial_success("application/x-protobuf", &proto.encode_to_vec()), Some((4, "p".into())));
     }
 
     #[test]
     fn settings_debug_hides_header_values() {
         let s = OtlpHttpSettings {
             endpoint: reqwest::Url::parse("http://h/v1/traces?token=abc").unwrap(),
+            endpoint_key: "endpoint",
             headers: vec![("Authorization".into(), "Bearer topsecret".into())],
             protobuf: false,
             gzip: false,

@@ -49,6 +49,7 @@ impl OtlpExporterSettings {
         check_headers(&headers).map_err(|m| Diagnostic::error(&at("headers"), m))?;
         Ok(OtlpHttpSettings {
             endpoint,
+            endpoint_key: "endpoint",
             headers,
             protobuf: self.encoding == Encoding::Proto,
             gzip: self.compression == Compression::Gzip,
@@ -56,7 +57,12 @@ impl OtlpExporterSettings {
     }
 }
 
-/// An `http(s)://host[:port]/path` URL.
+/// An `http(s)://host[:port]/path` URL, without userinfo.
 pub fn parse_endpoint(s: &str) -> Result<reqwest::Url, String> {
-    parse_http_url("endpoint", s, "write the full traces URL, e.g. http://127.0.0.1:4318/v1/traces")
+    parse_http_url(
+        "endpoint",
+        s,
+        "write the full traces URL, e.g. http://127.0.0.1:4318/v1/traces",
+        "send the credential in `headers` instead, e.g. `headers: {Authorization: \"Basic ${env:OTLP_BASIC_AUTH}\"}` (OTLP_BASIC_AUTH holding base64 of user:password)",
+    )
 }

@@ -2,25 +2,23 @@
 //! its answer classified as RAINDROP.md says (2xx ok; 429 and 5xx retried, honouring
 //! `Retry-After`; any other answer permanent).
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use gencol_engine::ExportError;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 
 use super::config::RaindropSettings;
-use crate::http::{redacted_url, send_once};
+use crate::http::{Destination, http_client, send_once};
 
-/// Posts event batches to `{base_url}/v1/events/track` over a pooled keep-alive client.
+/// Posts event batches to `{base_url}/v1/events/track` over a pooled keep-alive client
+/// that never follows a redirect (it would turn the POST into a GET, losing the batch,
+/// or carry the key to another host; a moved endpoint is the user's to fix in base_url).
 pub struct EventsClient {
     client: reqwest::Client,
-    endpoint: reqwest::Url,
-    /// The endpoint as messages show it, without userinfo or query.
-    shown_endpoint: String,
+    /// The endpoint, as messages show it, and the write key to mask in answers that
+    /// quote it back.
+    destination: Destination,
     /// Marked sensitive, so no `Debug` of the request can show it.
     authorization: HeaderValue,
-    /// Kept only to mask it in answers that quote it back.
-    secrets: Vec<String>,
 }
 
 impl EventsClient {
@@ -28,23 +26,10 @@ impl EventsClient {
         let mut authorization = HeaderValue::from_str(&format!("Bearer {}", settings.write_key))
             .map_err(|_| "write_key cannot be sent in an HTTP header (it must be visible ASCII)".to_owned())?;
         authorization.set_sensitive(true);
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(concat!("gencol/", env!("CARGO_PKG_VERSION")))
-            // A redirect would turn the POST into a GET (losing the batch) or carry the key
-            // to another host; a moved endpoint is the user's to fix in base_url.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("cannot create HTTP client: {e}"))?;
         Ok(EventsClient {
-            client,
-            endpoint: settings.endpoint.clone(),
-            shown_endpoint: redacted_url(&settings.endpoint),
+            client: http_client()?,
+            destination: Destination::new(settings.endpoint.clone(), "base_url", [settings.write_key.clone()]),
             authorization,
-            // As for header values, a key under 4 characters would garble ordinary text.
-            secrets: Some(settings.write_key.clone()).filter(|k| k.len() >= 4).into_iter().collect(),
         })
     }
 
@@ -53,18 +38,18 @@ impl EventsClient {
     pub async fn post(&self, body: Vec<u8>, test: bool) -> Result<String, ExportError> {
         let mut request = self
             .client
-            .post(self.endpoint.clone())
+            .post(self.destination.url.clone())
             .header(AUTHORIZATION, self.authorization.clone())
             .header(CONTENT_TYPE, "application/json");
         if test {
             request = request.header("x-test-connection", "true");
         }
-        let answer = send_once(request.body(Bytes::from(body)), &self.shown_endpoint).await?;
+        let answer = send_once(request.body(Bytes::from(body)), &self.destination).await?;
         if answer.status.is_success() {
             return Ok(answer.status_line());
         }
         // RAINDROP.md: 429 and every 5xx are retried; other 4xx are permanent.
         let retryable = answer.status.as_u16() == 429 || answer.status.is_server_error();
-        Err(answer.into_error(retryable, &self.shown_endpoint, &self.secrets))
+        Err(answer.into_error(retryable, &self.destination))
     }
 }

@@ -147,10 +147,8 @@ pub fn track_endpoint(base_url: &str) -> Result<reqwest::Url, String> {
         "base_url",
         base_url.trim(),
         &format!("leave base_url out to use {DEFAULT_BASE_URL}, or write your custom endpoint's base URL"),
+        "put the write key in `write_key`",
     )?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("base_url must not contain a user or password: the write key goes in write_key".to_owned());
-    }
     let path = format!("{}{TRACK_PATH}", url.path().trim_end_matches('/'));
     url.set_path(&path);
     url.set_fragment(None);

@@ -111,7 +111,8 @@ fn bad_settings_are_reported_at_their_line_without_the_key() {
     );
     assert!(!all.contains(KEY));
     let userinfo = track_endpoint("https://me:pw@api.raindrop.ai").unwrap_err();
-    assert!(userinfo.contains("user or password") && !userinfo.contains("pw"), "{userinfo}");
+    assert!(userinfo.contains("user name or password") && userinfo.contains("`write_key`"), "{userinfo}");
+    assert!(!userinfo.contains("pw") && !userinfo.contains("me:"), "{userinfo}");
     assert!(check_write_key("k\u{e9}y").is_err());
 }
 
@@ -462,4 +463,23 @@ async fn unreachable_is_retryable_and_test_connection_sends_a_marked_event() {
     assert_eq!(event["user_id"], "anonymous");
     assert_eq!(event["properties"]["gencol.test_connection"], true);
     assert!(event["event_id"].as_str().is_some_and(|id| id.starts_with("gencol-test-")));
+}
+
+#[tokio::test]
+async fn a_redirect_is_permanent_and_not_followed() {
+    let target = RaindropSink::start(KEY).await.expect("sink");
+    let sink = RaindropSink::start(KEY).await.expect("sink");
+    let location = format!("{}/v1/events/track?write_key={KEY}", target.url());
+    sink.script([Answer::status(308).header("location", &location)]);
+    let err = exporter(&sink.url(), 50).export(&[generation(seed())]).await.expect_err("a redirect");
+    let ExportError::Permanent { message } = &err else { panic!("permanent: {err:?}") };
+    let origin = target.url();
+    assert!(
+        message.starts_with(&format!(
+            "308 Permanent Redirect (redirect to {origin} not followed: exporters do not follow redirects; set base_url to the final URL)"
+        )),
+        "{message}"
+    );
+    assert!(!message.contains(KEY), "{message}");
+    assert!(target.requests().is_empty(), "the redirect target got a request");
 }

@@ -43,6 +43,7 @@ impl RampExporterSettings {
             "base_url",
             &self.base_url,
             &format!("leave base_url out to use {DEFAULT_BASE_URL}, or write the full URL Ramp gave you"),
+            "put the Ramp key in `api_key` (other credentials go in `headers`)",
         )
         .map_err(|m| errors.push(Diagnostic::error(&at("base_url"), m)))
         .ok();
@@ -66,6 +67,7 @@ impl RampExporterSettings {
                 headers.push(("Authorization".to_owned(), format!("Bearer {api_key}")));
                 Ok(OtlpHttpSettings {
                     endpoint,
+                    endpoint_key: "base_url",
                     headers,
                     // The seed specifies OTLP/HTTP with JSON encoding, which is what
                     // OpenRouter's Broadcast sends Ramp, uncompressed. Ramp documents no
