@@ -119,6 +119,13 @@ pub trait ExporterPlugin: Sized + Send + Sync + 'static {
 }
 
 /// Why a send failed, and whether sending again may help.
+///
+/// gencol masks the exporter's secrets in every message a plugin returns (values under
+/// `headers`, settings named like `*key*`, `*token*`, `*secret*`, `*password*`, `*auth*`,
+/// and URL userinfo and query values; in any case, JSON or percent escaping, or base64)
+/// and only then cuts it to 2 KiB. So quote the destination's answer generously (the
+/// webhook example reads 16 KiB) rather than cutting it yourself: a key the destination
+/// echoes across your own cut would reach gencol too short to be recognised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExportError {
     /// Try again later, after `retry_after` when the destination said so.

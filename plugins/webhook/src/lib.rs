@@ -23,8 +23,10 @@ use ureq::http::{HeaderName, HeaderValue, Uri};
 /// How long one request may take in total. gencol's own `timeout` (default 10s) decides
 /// when a batch is retried; this bound frees the thread of a call gencol gave up on.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How much of a response body ends up in a message.
-const BODY_EXCERPT: u64 = 2048;
+/// How much of a response body is read into a message. gencol masks the exporter's
+/// secrets in a plugin's message and only then cuts it to 2 KiB, so the body is read
+/// well past that: a key the destination echoes across gencol's cut is still whole here.
+const BODY_EXCERPT: u64 = 16 * 1024;
 /// OTLP/JSON with no spans: what Test Connection sends.
 const EMPTY_PAYLOAD: &[u8] = br#"{"resourceSpans":[]}"#;
 
@@ -62,14 +64,20 @@ pub struct WebhookExporter {
     agent: ureq::Agent,
 }
 
-/// Checks for an `http://` or `https://` URL with a host, and returns it as messages
-/// show it: without query or user info, where webhook URLs often carry a token.
+/// Checks for an `http://` or `https://` URL with a host and no user or password, and
+/// returns it as messages show it: without query, where webhook URLs often carry a token.
 fn check_url(url: &str) -> Result<String, String> {
     let uri: Uri = url.parse().map_err(|_| "not a URL: write e.g. https://example.com/hook".to_owned())?;
     match (uri.scheme_str(), uri.host()) {
         (Some(scheme @ ("http" | "https")), Some(host)) if !host.is_empty() => {
             let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
-            Ok(format!("{scheme}://{host}{port}{}", uri.path()))
+            let shown = format!("{scheme}://{host}{port}{}", uri.path());
+            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+                return Err(format!(
+                    "`{shown}` must not contain a user name or password (`user:password@`): remove them and send the credential in `headers` instead, e.g. Authorization: \"Basic ${{env:HOOK_BASIC_AUTH}}\""
+                ));
+            }
+            Ok(shown)
         }
         (Some(scheme), _) => Err(format!("must be an http:// or https:// URL with a host, not {scheme}://")),
         (None, _) => Err("must be an http:// or https:// URL with a host".to_owned()),
@@ -79,7 +87,9 @@ fn check_url(url: &str) -> Result<String, String> {
 impl WebhookExporter {
     /// Sends `body` once and classifies the answer like gencol's `otlp` exporter:
     /// 2xx is delivered; 408, 429, 500, 502, 503, 504 and network errors are worth
-    /// retrying (honouring `Retry-After`); any other status is permanent.
+    /// retrying (honouring `Retry-After`); any other status is permanent. A redirect is
+    /// not followed (it would carry the headers elsewhere, or turn the PUT into a GET):
+    /// it is permanent, naming only where it pointed (scheme, host, port).
     fn send(&self, body: &[u8], test: bool) -> Result<String, ExportError> {
         let mut request = match self.method {
             Method::Post => self.agent.post(&self.url),
@@ -100,6 +110,14 @@ impl WebhookExporter {
             e => ExportError::retryable(format!("cannot reach {}: {e}", self.shown_url)),
         })?;
         let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            let target = response.headers().get("location").and_then(|l| l.to_str().ok()).map(origin_of);
+            let target = target.map_or_else(|| "redirect".to_owned(), |t| format!("redirect to {t}"));
+            return Err(ExportError::permanent(format!(
+                "{} answered HTTP {status} ({target} not followed: exporters do not follow redirects; set url to the final URL)",
+                self.shown_url
+            )));
+        }
         let retry_after = response
             .headers()
             .get("retry-after")
@@ -117,6 +135,21 @@ impl WebhookExporter {
             }
             _ => Err(ExportError::permanent(format!("{} rejected the batch: {answer}", self.shown_url))),
         }
+    }
+}
+
+/// `scheme://host[:port]` of a `Location`, or `a relative location` when it names no
+/// host (then it points back at the same host, elsewhere on it).
+fn origin_of(location: &str) -> String {
+    match location.trim().parse::<Uri>() {
+        Ok(uri) => match (uri.scheme_str(), uri.host()) {
+            (Some(scheme), Some(host)) => {
+                let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+                format!("{scheme}://{host}{port}")
+            }
+            _ => "a relative location".to_owned(),
+        },
+        Err(_) => "an invalid location".to_owned(),
     }
 }
 
@@ -157,6 +190,7 @@ impl ExporterPlugin for WebhookExporter {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(REQUEST_TIMEOUT))
             .http_status_as_error(false)
+            .max_redirects(0)
             .user_agent(concat!("gencol-webhook/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();
@@ -201,9 +235,14 @@ mod tests {
         let e = errors(json!({"url": "ftp://example.com/x?token=hunter2"}));
         assert_eq!(e[0].message, "must be an http:// or https:// URL with a host, not ftp://");
         assert_eq!(
-            check_url("https://user:pw@example.com:8443/hook?token=hunter2"),
+            check_url("https://example.com:8443/hook?token=hunter2"),
             Ok("https://example.com:8443/hook".into())
         );
+        let userinfo = check_url("https://user:pw-hunter2@example.com:8443/hook?token=hunter2").unwrap_err();
+        assert!(userinfo.starts_with("`https://example.com:8443/hook` must not contain a user name or password"));
+        assert!(!userinfo.contains("hunter2") && userinfo.contains("`headers`"), "{userinfo}");
+        assert_eq!(origin_of("http://u:p@127.0.0.1:9/x?token=t"), "http://127.0.0.1:9");
+        assert_eq!(origin_of("/elsewhere?token=t"), "a relative location");
         assert_eq!(errors(json!({"url": "https://x.io", "method": "PATCH"}))[0].path, "method");
         let e = errors(json!({"url": "https://x.io", "headers": {"X-Key": "secret\nvalue", "Bad Name": "v"}}));
         let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
