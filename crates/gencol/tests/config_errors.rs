@@ -130,6 +130,44 @@ fn not_a_url() {
 }
 
 #[test]
+fn userinfo_in_a_destination_url_is_refused_without_printing_the_password() {
+    let yaml = format!(
+        "{GOOD_HEAD}  otlp/x:\n    endpoint: http://alice:Hunter2-pw@127.0.0.1:4318/v1/traces?api_key=q-Secret9\n  ramp:\n    api_key: rk_test_abcd1234\n    base_url: https://bob:Ramp-pw7@api.ramp.example/ai\n  raindrop:\n    write_key: rd_test_abcd1234\n    base_url: https://carol@api.raindrop.example\n{GOOD_TAIL}"
+    )
+    .replace("exporters: [debug]", "exporters: [debug, otlp/x, ramp, raindrop]");
+    let (code, stderr, file) = validate(&yaml);
+    assert_ne!(code, 0, "{stderr}");
+    let at = |line: u32, column: u32, message: &str| {
+        let want = format!("{file}:{line}:{column}: ");
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&want) && l.contains(message)),
+            "expected `{want}...{message}` in:\n{stderr}"
+        );
+    };
+    at(
+        8,
+        15,
+        "endpoint `http://127.0.0.1:4318/v1/traces?***` must not contain a user name or password (`user:password@`): remove them and send the credential in `headers` instead, e.g. `headers: {Authorization: \"Basic ${env:OTLP_BASIC_AUTH}\"}`",
+    );
+    at(11, 15, "base_url `https://api.ramp.example/ai` must not contain a user name or password");
+    at(11, 15, "put the Ramp key in `api_key`");
+    at(14, 15, "base_url `https://api.raindrop.example/` must not contain a user name or password");
+    for secret in ["Hunter2-pw", "alice", "q-Secret9", "Ramp-pw7", "bob:", "carol"] {
+        assert!(!stderr.contains(secret), "{secret} printed:\n{stderr}");
+    }
+
+    // `gencol run` refuses the same config before anything listens.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("userinfo.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let out = Command::new(gencol_bin()).arg("run").arg("--config").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(":8:15: endpoint `http://127.0.0.1:4318/v1/traces?***` must not contain"), "{stderr}");
+    assert!(!stderr.contains("Hunter2-pw") && !stderr.contains("Ramp-pw7"), "{stderr}");
+}
+
+#[test]
 fn bad_privacy_regex_and_pattern() {
     let yaml = format!(
         "receivers:\n  generations: {{}}\nprocessors:\n  namespace: {{}}\n  privacy:\n    patterns: [emial]\n    custom: [{{name: t, regex: \"TCK-[0-9\"}}]\nexporters:\n  debug: {{}}\n{GOOD_TAIL}"

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gencol_testkit::{OtlpSink, SinkOptions};
+use gencol_testkit::{Answer, OtlpSink, SinkOptions};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -145,6 +145,63 @@ async fn webhook_plugin_delivers_otlp_json_with_headers_and_privacy_mode() {
     let test = test.expect("a request marked X-Test-Connection: true");
     assert_eq!(test.span_count(), 0);
     assert_eq!(test.body.as_deref(), Some(&br#"{"resourceSpans":[]}"#[..]));
+}
+
+// Multi-threaded: the sinks answer while `test-connection` runs as a child process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_errors_mask_echoed_secrets_and_redirects_are_not_followed() {
+    const KEY: &str = "wk-Key/7Yt+Secret";
+    // The key echoed over and over (once JSON-escaped), so that one echo lies across
+    // gencol's 2 KiB cut of a plugin message, whatever the text before it.
+    let echo: String = (0..300).map(|i| format!("{i}:{KEY} ")).collect::<String>() + &KEY.replace('/', "\\/");
+    let path = "/hooks/llm";
+    let echoing = OtlpSink::start_with(
+        SinkOptions::default().path(path).expect_header("x-api-key", KEY).fallback(Answer::status(401).body(echo)),
+    )
+    .await
+    .unwrap();
+    let target = OtlpSink::start_with(SinkOptions::default().path(path)).await.unwrap();
+    let location = format!("{}?token={KEY}", target.url());
+    let redirecting = OtlpSink::start_with(
+        SinkOptions::default().path(path).fallback(Answer::status(307).header("location", &location)),
+    )
+    .await
+    .unwrap();
+    let exporters = format!(
+        "  webhook/echo:\n    url: {}\n    headers: {{X-Api-Key: \"{KEY}\"}}\n  webhook/redirect:\n    url: {}\n    headers: {{X-Api-Key: \"{KEY}\"}}",
+        echoing.url(),
+        redirecting.url()
+    );
+    let yaml = pipeline(&[plugin("gencol_webhook")], &exporters, &["webhook/echo", "webhook/redirect"])
+        .replace("{GEN_PORT}", &free_port().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gencol.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let out = gencol(vec!["test-connection".into(), "--config".into(), path_str(&config)]).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+
+    let echoed = stdout.lines().find(|l| l.starts_with("webhook/echo: FAILED: ")).expect("a line for webhook/echo");
+    assert!(echoed.contains("rejected the batch: HTTP 401: 0:*** 1:*** 2:***"), "{echoed}");
+    assert!(echoed.ends_with('…') && echoed.len() < 2300, "cut to 2 KiB after masking: {} bytes", echoed.len());
+    assert_eq!(echoing.requests().len(), 1);
+    assert_eq!(echoing.requests()[0].header("x-api-key"), Some(KEY), "the destination got the key to echo");
+
+    let redirected = stdout.lines().find(|l| l.starts_with("webhook/redirect: ")).expect("a line for webhook/redirect");
+    let target_origin = target.url().trim_end_matches(path).to_owned();
+    assert_eq!(
+        redirected,
+        format!(
+            "webhook/redirect: FAILED: {} answered HTTP 307 (redirect to {target_origin} not followed: exporters do not follow redirects; set url to the final URL)",
+            redirecting.url()
+        )
+    );
+    assert!(target.requests().is_empty(), "the redirect target got a request");
+
+    let all = format!("{stdout}\n{stderr}");
+    for form in [&KEY[..5], "Secret", "wk-key\\/7", "d2stS2V5"] {
+        assert!(!all.to_lowercase().contains(&form.to_lowercase()), "{form} printed:\n{all}");
+    }
 }
 
 #[tokio::test]
