@@ -150,6 +150,8 @@ pub struct ServiceConfig {
     pub shutdown_timeout: std::time::Duration,
     /// `service.telemetry.logs.level` (`trace`, `debug`, `info`, `warn`, `error`), if written.
     pub log_level: Option<String>,
+    /// `service.telemetry.logs.format` (`text` or `json`), if written.
+    pub log_format: Option<String>,
     /// `service.data_dir` (default `./gencol-data`; a relative path is taken from the
     /// working directory, as the Collector's storage does); disk queues and `hierarchy`
     /// state live under it.
@@ -174,6 +176,7 @@ impl ServiceConfig {
             pipelines: Vec::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             log_level: None,
+            log_format: None,
             data_dir: std::path::PathBuf::from(DEFAULT_DATA_DIR),
             root: root.loc.clone(),
         };
@@ -209,6 +212,7 @@ pub const DEFAULT_DATA_DIR: &str = "./gencol-data";
 const SERVICE_KEYS: [&str; 4] = ["pipelines", "shutdown_timeout", "telemetry", "data_dir"];
 const PIPELINE_KEYS: [&str; 3] = ["receivers", "processors", "exporters"];
 const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
+const LOG_FORMATS: [&str; 2] = ["text", "json"];
 
 /// Collects every layout problem; each method checks one section and keeps going.
 #[derive(Default)]
@@ -319,7 +323,7 @@ impl Check {
                         self.diags.push(d);
                     }
                 },
-                "telemetry" => config.log_level = self.telemetry(value),
+                "telemetry" => (config.log_level, config.log_format) = self.telemetry(value),
                 "data_dir" => match &value.value {
                     Node::String(dir) if !dir.is_empty() => config.data_dir = dir.into(),
                     other => self.error(
@@ -336,40 +340,44 @@ impl Check {
         saw_pipelines
     }
 
-    /// `service.telemetry:`; only `logs.level` means something to gencol.
-    fn telemetry(&mut self, node: &Located<Node>) -> Option<String> {
-        let mut level = None;
+    /// `service.telemetry:`: `logs.level` and `logs.format`.
+    fn telemetry(&mut self, node: &Located<Node>) -> (Option<String>, Option<String>) {
+        let (mut level, mut format) = (None, None);
         for (key, value) in self.map_entries(node, "service.telemetry", "`telemetry`") {
             if key.value != "logs" {
                 self.unknown_key(key, "service.telemetry", &key.value, &["logs"]);
                 continue;
             }
             for (key, value) in self.map_entries(value, "service.telemetry.logs", "`logs`") {
-                if key.value != "level" {
-                    self.unknown_key(key, "service.telemetry.logs", &key.value, &["level"]);
-                    continue;
-                }
-                match &value.value {
-                    Node::String(l) if LOG_LEVELS.contains(&l.as_str()) => level = Some(l.clone()),
-                    other => {
-                        let written = match other {
-                            Node::String(l) => format!("`{l}`"),
-                            other => with_article(other.kind()),
-                        };
-                        let hint = match other.as_str().and_then(|l| closest_name(l, LOG_LEVELS)) {
-                            Some(best) => format!(", did you mean `{best}`?"),
-                            None => String::new(),
-                        };
-                        let message = format!(
-                            "service.telemetry.logs.level: unknown level {written}{hint} (expected one of: {})",
-                            LOG_LEVELS.join(", ")
-                        );
-                        self.error(&value.loc, message);
-                    }
+                match key.value.as_str() {
+                    "level" => level = self.one_of(value, "service.telemetry.logs.level", "level", &LOG_LEVELS),
+                    "format" => format = self.one_of(value, "service.telemetry.logs.format", "format", &LOG_FORMATS),
+                    _ => self.unknown_key(key, "service.telemetry.logs", &key.value, &["level", "format"]),
                 }
             }
         }
-        level
+        (level, format)
+    }
+
+    /// A string that must be one of `allowed`, or an error naming them.
+    fn one_of(&mut self, value: &Located<Node>, path: &str, what: &str, allowed: &[&str]) -> Option<String> {
+        match &value.value {
+            Node::String(l) if allowed.contains(&l.as_str()) => Some(l.clone()),
+            other => {
+                let written = match other {
+                    Node::String(l) => format!("`{l}`"),
+                    other => with_article(other.kind()),
+                };
+                let hint = match other.as_str().and_then(|l| closest_name(l, allowed.iter().copied())) {
+                    Some(best) => format!(", did you mean `{best}`?"),
+                    None => String::new(),
+                };
+                let message =
+                    format!("{path}: unknown {what} {written}{hint} (expected one of: {})", allowed.join(", "));
+                self.error(&value.loc, message);
+                None
+            }
+        }
     }
 
     /// `service.pipelines:`, a map of pipeline id → pipeline.

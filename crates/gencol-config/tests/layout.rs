@@ -60,7 +60,7 @@ exporters:
 service:
   shutdown_timeout: 3s
   telemetry:
-    logs: {level: debug}
+    logs: {level: debug, format: json}
   pipelines:
     traces:
       receivers: [generations]
@@ -87,6 +87,7 @@ fn the_spec_example_is_accepted() {
     assert!(config.exporters[1].config.value.is_null());
     assert_eq!(config.shutdown_timeout, Duration::from_secs(3));
     assert_eq!(config.log_level.as_deref(), Some("debug"));
+    assert_eq!(config.log_format.as_deref(), Some("json"));
     assert_eq!(config.pipelines.len(), 2);
     let main = &config.pipelines[0];
     assert_eq!(main.id.value, PipelineId::parse("traces").unwrap());
@@ -105,7 +106,7 @@ fn defaults_when_unwritten() {
         "exporters: {debug: }\nreceivers: {otlp: }\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [debug]}\n",
     );
     assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
-    assert_eq!(config.log_level, None);
+    assert_eq!((config.log_level, config.log_format), (None, None));
     assert!(config.plugins.is_empty());
     assert!(config.processors.is_empty());
 }
@@ -241,12 +242,17 @@ fn shutdown_timeout_without_unit() {
 
 #[test]
 fn bad_telemetry() {
-    let text = format!("{PIPELINE}  telemetry:\n    logs: {{level: verbose}}\n    metrics: {{level: none}}\n");
+    let text = format!(
+        "{PIPELINE}  telemetry:\n    logs: {{level: verbose, format: jsn, colour: no}}\n    metrics: {{level: none}}\n"
+    );
     assert_eq!(
         problems(&text),
         [
             "c.yaml:5:19: service.telemetry.logs.level: unknown level `verbose` \
              (expected one of: trace, debug, info, warn, error)",
+            "c.yaml:5:36: service.telemetry.logs.format: unknown format `jsn`, did you mean `json`? \
+             (expected one of: text, json)",
+            "c.yaml:5:41: service.telemetry.logs: unknown key `colour` (expected one of: level, format)",
             "c.yaml:6:5: service.telemetry: unknown key `metrics` (expected one of: logs)",
         ]
     );

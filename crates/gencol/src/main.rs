@@ -27,9 +27,10 @@ const DEFAULT_PIPELINE_NAME: &str = "<embedded default pipeline>";
     about = "The generation collector: broadcast every LLM generation as traces and events."
 )]
 struct Cli {
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
+    /// Log level (error, warn, info, debug, trace; default: the config's
+    /// `service.telemetry.logs.level`, else info); RUST_LOG overrides it.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -95,7 +96,7 @@ enum SchemaKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    logging::init(cli.log_level.as_deref());
     match cli.command {
         Command::Components { config } => components(&config),
         Command::Schema { what: SchemaKind::Generation } => {
@@ -162,16 +163,61 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     out
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+/// gencol's own log: set up before the config is read (so its problems are logged), then
+/// switched to the config's `service.telemetry.logs` once it is. `RUST_LOG`, then
+/// `--log-level`, win over the config's level.
+mod logging {
+    use std::sync::OnceLock;
+
+    use tracing_subscriber::layer::{Layered, SubscriberExt};
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer, Registry, fmt, reload};
+
+    type Filtered = Layered<reload::Layer<EnvFilter, Registry>, Registry>;
+    type FormatLayer = Box<dyn Layer<Filtered> + Send + Sync>;
+
+    struct Handles {
+        filter: reload::Handle<EnvFilter, Registry>,
+        format: reload::Handle<FormatLayer, Filtered>,
+        /// The level came from `RUST_LOG` or `--log-level`: the config's does not apply.
+        level_fixed: bool,
+    }
+
+    static HANDLES: OnceLock<Handles> = OnceLock::new();
+
+    fn format_layer(json: bool) -> FormatLayer {
+        if json {
+            Box::new(fmt::layer().json().with_writer(std::io::stderr).with_target(false))
+        } else {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            Box::new(fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_target(false))
+        }
+    }
+
+    pub fn init(cli_level: Option<&str>) {
+        let from_env = EnvFilter::try_from_default_env().ok();
+        let level_fixed = from_env.is_some() || cli_level.is_some();
+        let filter = from_env
+            .or_else(|| cli_level.and_then(|l| EnvFilter::try_new(l).ok()))
+            .unwrap_or_else(|| EnvFilter::new("info"));
+        let (filter, filter_handle) = reload::Layer::new(filter);
+        let (format, format_handle) = reload::Layer::new(format_layer(false));
+        tracing_subscriber::registry().with(filter).with(format).init();
+        let _ = HANDLES.set(Handles { filter: filter_handle, format: format_handle, level_fixed });
+    }
+
+    /// Applies `service.telemetry.logs` (values already checked by the config layout).
+    pub fn apply(level: Option<&str>, format: Option<&str>) {
+        let Some(handles) = HANDLES.get() else { return };
+        if let Some(level) = level.filter(|_| !handles.level_fixed)
+            && let Ok(filter) = EnvFilter::try_new(level)
+        {
+            let _ = handles.filter.reload(filter);
+        }
+        if format == Some("json") {
+            let _ = handles.format.reload(format_layer(true));
+        }
+    }
 }
 
 /// Every built-in component type.
@@ -225,7 +271,10 @@ fn load(paths: &[PathBuf], registry: &mut Registry) -> Result<ValidatedService, 
         let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
         load_files(&paths, &process_env)
     };
-    let checked = root.and_then(|root| ServiceConfig::from_node(&root)).and_then(|c| check(registry, &c));
+    let checked = root.and_then(|root| ServiceConfig::from_node(&root)).and_then(|c| {
+        logging::apply(c.log_level.as_deref(), c.log_format.as_deref());
+        check(registry, &c)
+    });
     match checked {
         Ok(service) => {
             print_diagnostics(&service.warnings);
