@@ -152,6 +152,8 @@ pub struct ServiceConfig {
     pub log_level: Option<String>,
     /// `service.telemetry.logs.format` (`text` or `json`), if written.
     pub log_format: Option<String>,
+    /// Where the `health_check` extension listens, when `service.extensions` lists it.
+    pub health_check: Option<Located<String>>,
     /// `service.data_dir` (default `./gencol-data`; a relative path is taken from the
     /// working directory, as the Collector's storage does); disk queues and `hierarchy`
     /// state live under it.
@@ -177,6 +179,7 @@ impl ServiceConfig {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             log_level: None,
             log_format: None,
+            health_check: None,
             data_dir: std::path::PathBuf::from(DEFAULT_DATA_DIR),
             root: root.loc.clone(),
         };
@@ -187,9 +190,11 @@ impl ServiceConfig {
             return Err(check.diags);
         }
         let mut saw_pipelines = false;
+        let mut defined_extensions = Vec::new();
         for (key, value) in check.map_entries(root, "", "a gencol config") {
             match key.value.as_str() {
                 "plugins" => config.plugins = check.plugins(value),
+                "extensions" => defined_extensions = check.extensions(value),
                 "receivers" => config.receivers = check.components("receivers", value),
                 "processors" => config.processors = check.components("processors", value),
                 "exporters" => config.exporters = check.components("exporters", value),
@@ -200,16 +205,21 @@ impl ServiceConfig {
         if !saw_pipelines {
             check.error(&root.loc, "no pipelines: add service.pipelines.traces");
         }
+        config.health_check = check.enabled_extensions(root, defined_extensions);
         if check.diags.has_errors() { Err(check.diags) } else { Ok(config) }
     }
 }
 
 /// `service.shutdown_timeout` when none is written.
 const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-const TOP_KEYS: [&str; 5] = ["plugins", "receivers", "processors", "exporters", "service"];
+const TOP_KEYS: [&str; 6] = ["plugins", "extensions", "receivers", "processors", "exporters", "service"];
+/// The extensions gencol has.
+const EXTENSIONS: [&str; 1] = ["health_check"];
+/// `extensions.health_check.endpoint` when none is written (the Collector's default port).
+pub const DEFAULT_HEALTH_CHECK_ENDPOINT: &str = "127.0.0.1:13133";
 /// `service.data_dir` when none is written (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "./gencol-data";
-const SERVICE_KEYS: [&str; 4] = ["pipelines", "shutdown_timeout", "telemetry", "data_dir"];
+const SERVICE_KEYS: [&str; 5] = ["pipelines", "shutdown_timeout", "telemetry", "data_dir", "extensions"];
 const PIPELINE_KEYS: [&str; 3] = ["receivers", "processors", "exporters"];
 const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 const LOG_FORMATS: [&str; 2] = ["text", "json"];
@@ -324,6 +334,8 @@ impl Check {
                     }
                 },
                 "telemetry" => (config.log_level, config.log_format) = self.telemetry(value),
+                // Checked against `extensions:` once the whole file is read.
+                "extensions" => {}
                 "data_dir" => match &value.value {
                     Node::String(dir) if !dir.is_empty() => config.data_dir = dir.into(),
                     other => self.error(
@@ -338,6 +350,107 @@ impl Check {
             }
         }
         saw_pipelines
+    }
+
+    /// `extensions:`, a map of extension → settings; returns each one defined with the
+    /// endpoint it listens on.
+    fn extensions(&mut self, node: &Located<Node>) -> Vec<(Located<String>, Located<String>)> {
+        let mut defined = Vec::new();
+        for (key, value) in self.map_entries(node, "extensions", "`extensions` (extension → settings)") {
+            if !EXTENSIONS.contains(&key.value.as_str()) {
+                self.unknown_key(key, "extensions", &key.value, &EXTENSIONS);
+                continue;
+            }
+            let path = format!("extensions.{}", key.value);
+            let mut endpoint = Located { value: DEFAULT_HEALTH_CHECK_ENDPOINT.to_owned(), loc: key.loc.clone() };
+            for (setting, v) in self.map_entries(value, &path, &format!("`{}` settings", key.value)) {
+                if setting.value != "endpoint" {
+                    self.unknown_key(setting, &path, &setting.value, &["endpoint"]);
+                    continue;
+                }
+                match &v.value {
+                    Node::String(e) => match check_listen_address(e) {
+                        Ok(()) => endpoint = Located { value: e.clone(), loc: v.loc.clone() },
+                        Err(why) => self.error(&v.loc, format!("{path}.endpoint: {why}")),
+                    },
+                    other => self.error(
+                        &v.loc,
+                        format!("{path}.endpoint: expected host:port, found {}", with_article(other.kind())),
+                    ),
+                }
+            }
+            defined.push((key.clone(), endpoint));
+        }
+        defined
+    }
+
+    /// `service.extensions:` against `extensions:`: each one listed must be defined, and
+    /// each one defined must be listed (an extension defined but not run is a mistake that
+    /// would otherwise go unseen). Returns the health check's endpoint when it runs.
+    fn enabled_extensions(
+        &mut self,
+        root: &Located<Node>,
+        defined: Vec<(Located<String>, Located<String>)>,
+    ) -> Option<Located<String>> {
+        let listed_node = root.value.get("service").and_then(|s| s.value.get("extensions"));
+        let mut listed: Vec<Located<String>> = Vec::new();
+        if let Some(node) = listed_node {
+            match &node.value {
+                Node::Seq(items) => {
+                    for item in items {
+                        match item.value.as_str() {
+                            Some(name) => listed.push(Located { value: name.to_owned(), loc: item.loc.clone() }),
+                            None => self.error(
+                                &item.loc,
+                                format!(
+                                    "service.extensions lists {}, expected an extension name (e.g. health_check)",
+                                    with_article(item.value.kind())
+                                ),
+                            ),
+                        }
+                    }
+                }
+                Node::Null => {}
+                other => self.error(
+                    &node.loc,
+                    format!(
+                        "service.extensions must be a list of extension names (e.g. [health_check]), found {}",
+                        with_article(other.kind())
+                    ),
+                ),
+            }
+        }
+        for name in &listed {
+            if !defined.iter().any(|(d, _)| d.value == name.value) {
+                let hint = if EXTENSIONS.contains(&name.value.as_str()) {
+                    format!("define it under `extensions:` (e.g. `extensions: {{{}: {{}}}}`)", name.value)
+                } else {
+                    match closest_name(&name.value, EXTENSIONS.iter().copied()) {
+                        Some(best) => format!("did you mean `{best}`?"),
+                        None => format!("gencol's extensions: {}", EXTENSIONS.join(", ")),
+                    }
+                };
+                self.error(
+                    &name.loc,
+                    format!("service.extensions lists `{}`, which is not defined: {hint}", name.value),
+                );
+            }
+        }
+        let mut health_check = None;
+        for (name, endpoint) in defined {
+            if listed.iter().any(|l| l.value == name.value) {
+                health_check = Some(endpoint);
+            } else {
+                self.error(
+                    &name.loc,
+                    format!(
+                        "extension `{}` is defined but not enabled: add it to service.extensions (or remove it)",
+                        name.value
+                    ),
+                );
+            }
+        }
+        health_check
     }
 
     /// `service.telemetry:`: `logs.level` and `logs.format`.
@@ -490,4 +603,22 @@ impl Check {
 fn with_article(kind: &str) -> String {
     let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
     format!("{article} {kind}")
+}
+
+/// `host:port` (`[v6]:port`) to listen on; port 0 asks the system for a free one.
+fn check_listen_address(endpoint: &str) -> Result<(), String> {
+    let hint = "write host:port, e.g. 127.0.0.1:13133 or 0.0.0.0:13133";
+    let Some((host, port)) = endpoint.rsplit_once(':') else {
+        return Err(format!("`{endpoint}` has no port: {hint}"));
+    };
+    if host.is_empty() {
+        return Err(format!("`{endpoint}` has no host: {hint}"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!("`{endpoint}`: put an IPv6 address in brackets, e.g. [::1]:13133"));
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(format!("`{endpoint}` has an invalid port `{port}`: {hint}"));
+    }
+    Ok(())
 }

@@ -135,7 +135,7 @@ fn unknown_top_level_key_with_suggestion() {
     assert_eq!(
         only(&text),
         "c.yaml:1:1: unknown key `recievers`, did you mean `receivers`? \
-         (expected one of: plugins, receivers, processors, exporters, service)"
+         (expected one of: plugins, extensions, receivers, processors, exporters, service)"
     );
 }
 
@@ -295,7 +295,7 @@ exporters:
   Debug: {}
 service:
   shutdown_timeout: soon
-  extensions: []
+  telemetri: []
   pipelines:
     metrics: {receivers: [otlp], exporters: [debug]}
     traces:
@@ -310,4 +310,43 @@ service:
     );
     // The secrets the environment holds never show up.
     assert!(all.iter().all(|l| !l.contains("s3cr3t")));
+}
+
+#[test]
+fn health_check_extension() {
+    // Enabled with its default endpoint, or one written.
+    let on = check(&format!("extensions:\n  health_check:\n{PIPELINE}  extensions: [health_check]\n"));
+    assert_eq!(on.health_check.map(|e| e.value).as_deref(), Some("127.0.0.1:13133"));
+    let on = check(&format!(
+        "extensions:\n  health_check: {{endpoint: 0.0.0.0:9000}}\n{PIPELINE}  extensions: [health_check]\n"
+    ));
+    assert_eq!(on.health_check.map(|e| e.value).as_deref(), Some("0.0.0.0:9000"));
+    assert!(check(PIPELINE).health_check.is_none(), "off unless enabled");
+
+    // Defined but not enabled, enabled but not defined, unknown names, a bad endpoint.
+    assert_eq!(
+        problems(&format!("extensions:\n  health_check:\n{PIPELINE}")),
+        [
+            "c.yaml:2:3: extension `health_check` is defined but not enabled: add it to service.extensions (or remove it)"
+        ]
+    );
+    assert_eq!(
+        problems(&format!("{PIPELINE}  extensions: [health_check, healthcheck]\n")),
+        [
+            "c.yaml:4:16: service.extensions lists `health_check`, which is not defined: define it under \
+             `extensions:` (e.g. `extensions: {health_check: {}}`)",
+            "c.yaml:4:30: service.extensions lists `healthcheck`, which is not defined: did you mean `health_check`?",
+        ]
+    );
+    assert_eq!(
+        problems(&format!(
+            "extensions:\n  zpages: {{}}\n  health_check: {{endpoint: localhost, path: /}}\n{PIPELINE}  extensions: [health_check]\n"
+        )),
+        [
+            "c.yaml:2:3: extensions: unknown key `zpages` (expected one of: health_check)",
+            "c.yaml:3:28: extensions.health_check.endpoint: `localhost` has no port: write host:port, e.g. \
+             127.0.0.1:13133 or 0.0.0.0:13133",
+            "c.yaml:3:39: extensions.health_check: unknown key `path` (expected one of: endpoint)",
+        ]
+    );
 }

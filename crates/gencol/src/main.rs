@@ -17,6 +17,8 @@ use gencol_engine::{Provenance, Registry, ValidatedService};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod health;
+
 const DEFAULT_PIPELINE: &str = include_str!("default.yaml");
 const DEFAULT_PIPELINE_NAME: &str = "<embedded default pipeline>";
 
@@ -263,8 +265,14 @@ fn check(registry: &mut Registry, config: &ServiceConfig) -> Result<ValidatedSer
     }
 }
 
+/// A checked config: the service to start, and where the health check listens (if on).
+struct Loaded {
+    service: ValidatedService,
+    health_check: Option<String>,
+}
+
 /// Loads, merges and checks the config, plugins included; prints every finding.
-fn load(paths: &[PathBuf], registry: &mut Registry) -> Result<ValidatedService, ()> {
+fn load(paths: &[PathBuf], registry: &mut Registry) -> Result<Loaded, ()> {
     let root: Result<Located<Node>, Diagnostics> = if paths.is_empty() {
         load_str(DEFAULT_PIPELINE_NAME, DEFAULT_PIPELINE, &process_env)
     } else {
@@ -273,12 +281,13 @@ fn load(paths: &[PathBuf], registry: &mut Registry) -> Result<ValidatedService, 
     };
     let checked = root.and_then(|root| ServiceConfig::from_node(&root)).and_then(|c| {
         logging::apply(c.log_level.as_deref(), c.log_format.as_deref());
-        check(registry, &c)
+        let health_check = c.health_check.as_ref().map(|e| e.value.clone());
+        check(registry, &c).map(|service| Loaded { service, health_check })
     });
     match checked {
-        Ok(service) => {
-            print_diagnostics(&service.warnings);
-            Ok(service)
+        Ok(loaded) => {
+            print_diagnostics(&loaded.service.warnings);
+            Ok(loaded)
         }
         Err(diags) => {
             print_diagnostics(&diags);
@@ -331,12 +340,26 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
 }
 
 async fn run(paths: &[PathBuf], test_first: bool) -> ExitCode {
-    let Ok(service) = load(paths, &mut registry()) else { return ExitCode::FAILURE };
+    let Ok(Loaded { service, health_check }) = load(paths, &mut registry()) else { return ExitCode::FAILURE };
+    // The health check listens first, so a probe learns why gencol is not ready yet.
+    let health = health::Health::new("starting: opening the receivers");
+    let stop_health = tokio_util::sync::CancellationToken::new();
+    let _stop_health_on_exit = stop_health.clone().drop_guard();
+    if let Some(endpoint) = &health_check
+        && let Err(e) = health::serve(endpoint, health.clone(), stop_health.clone()).await
+    {
+        tracing::error!("cannot start: {e}");
+        return ExitCode::FAILURE;
+    }
     // Only what will run must pass: an exporter no pipeline uses never sends.
     let used: Vec<String> = service.used_exporters().iter().map(ToString::to_string).collect();
-    if test_first && !test_all(&service, &used).await {
-        eprintln!("not starting: a Test Connection failed (fix the destination or its settings, then run again)");
-        return ExitCode::FAILURE;
+    if test_first {
+        health.set(health::State::NotReady("starting: testing the connections to the destinations".into()));
+        if !test_all(&service, &used).await {
+            eprintln!("not starting: a Test Connection failed (fix the destination or its settings, then run again)");
+            return ExitCode::FAILURE;
+        }
+        health.set(health::State::NotReady("starting: opening the receivers".into()));
     }
     let running = match service.start().await {
         Ok(r) => r,
@@ -345,8 +368,10 @@ async fn run(paths: &[PathBuf], test_first: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    health.set(health::State::Ready);
     tracing::info!(version = gencol_model::VERSION, "gencol is running; stop with Ctrl-C or SIGTERM");
     wait_for_signal().await;
+    health.set(health::State::NotReady("draining: stopped accepting, delivering what was accepted".into()));
     tracing::info!("stopping: no new data accepted, draining exporters");
     running.shutdown().await;
     ExitCode::SUCCESS
@@ -373,7 +398,7 @@ async fn wait_for_signal() {
 }
 
 async fn test_connection(paths: &[PathBuf], only: &[String]) -> ExitCode {
-    let Ok(service) = load(paths, &mut registry()) else { return ExitCode::FAILURE };
+    let Ok(Loaded { service, .. }) = load(paths, &mut registry()) else { return ExitCode::FAILURE };
     if test_all(&service, only).await { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
