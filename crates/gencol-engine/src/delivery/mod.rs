@@ -521,6 +521,10 @@ async fn isolate_refused(
     }
     stats.sent.fetch_add(sent, Ordering::Relaxed);
     stats.failed.fetch_add(refused, Ordering::Relaxed);
+    if items.len() == 1 {
+        tracing::error!(exporter = id, spans = 1, "destination refused the span for good, not retrying: {reason}");
+        return Isolation { unsettled };
+    }
     tracing::error!(
         exporter = id,
         spans = items.len(),
