@@ -111,20 +111,21 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[tokio::test]
-    async fn waiters_are_released_after_a_sync_and_share_it() {
+    /// A group sync whose sync takes `takes` and is counted.
+    fn counting(takes: Duration) -> (GroupSync, Arc<AtomicUsize>) {
         let syncs = Arc::new(AtomicUsize::new(0));
         let counter = syncs.clone();
-        let sync = GroupSync::start(
-            "test",
-            Box::new(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                counter.fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            }),
-            None,
-        )
-        .unwrap();
+        let sync = Box::new(move || {
+            std::thread::sleep(takes);
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        (GroupSync::start("test", sync, None).unwrap(), syncs)
+    }
+
+    #[tokio::test]
+    async fn waiters_are_released_after_a_sync_and_share_it() {
+        let (sync, syncs) = counting(Duration::from_millis(20));
         let mut waits = Vec::new();
         for _ in 0..50 {
             let (ack, wait) = AckToken::new();
@@ -141,17 +142,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_group_held_at_once_shares_one_sync() {
-        let syncs = Arc::new(AtomicUsize::new(0));
-        let counter = syncs.clone();
-        let sync = GroupSync::start(
-            "test",
-            Box::new(move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            }),
-            None,
-        )
-        .unwrap();
+        let (sync, syncs) = counting(Duration::ZERO);
         let (acks, waits): (Vec<_>, Vec<_>) = (0..16).map(|_| AckToken::new()).unzip();
         sync.hold(acks);
         for w in waits {
