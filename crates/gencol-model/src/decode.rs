@@ -1,15 +1,35 @@
 //! From request body to generations: the three body forms (object, array, NDJSON),
 //! the JSON Schema, and the checks the schema cannot express, with errors that name
 //! the record index and field path (`[3].request.model: missing`).
+//!
+//! Records are decoded one at a time, straight from the body: each is counted and its
+//! parse paid for ([`Meter`]) before it is read, so a body of millions of tiny records
+//! or one record of millions of tiny values is refused before it is allocated; and only
+//! the first [`MAX_LISTED_REJECTIONS`] rejected records are kept with their errors.
+
+use std::mem::size_of;
+use std::sync::Arc;
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde::Deserialize;
+use serde::de::{self, Deserializer as _, IgnoredAny, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::budget::{Exceeded, Meter, size};
 use crate::generation::{Generation, Timestamp};
 use crate::schema::schema;
-use crate::span::RESERVED_TRACE_KEYS;
+use crate::span::{Origin, RESERVED_TRACE_KEYS, SpanItem, generation_span};
+
+/// The most rejected records a decoded body lists with their errors; the others are
+/// only counted, so the answer to a body of a million bad records stays small.
+pub const MAX_LISTED_REJECTIONS: usize = 100;
+
+/// The longest error text kept for one record (a record can break every rule at once).
+const MAX_ERROR_LEN: usize = 512;
+
+/// Problems listed for one record before the rest are summed up.
+const MAX_PROBLEMS: usize = 8;
 
 /// The body as a whole could not be read as records.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -20,6 +40,9 @@ pub enum DecodeError {
     NotJson(String),
     #[error("body must be a JSON object or an array of objects, got {0}")]
     NotRecords(&'static str),
+    /// Too many records, or more memory than the request may use.
+    #[error(transparent)]
+    Exceeded(Exceeded),
 }
 
 /// One record that was rejected; `error` already carries the `[index]` prefix.
@@ -33,63 +56,249 @@ pub struct RecordError {
 #[derive(Debug, Default)]
 pub struct DecodedBatch {
     pub generations: Vec<Generation>,
+    /// The first [`MAX_LISTED_REJECTIONS`] rejected records.
     pub rejected: Vec<RecordError>,
+    /// Every rejected record, listed or not.
+    pub rejected_total: usize,
+}
+
+/// The generation spans of one body, and the records that were not valid.
+#[derive(Debug, Default)]
+pub struct DecodedSpans {
+    pub spans: Vec<SpanItem>,
+    /// The first [`MAX_LISTED_REJECTIONS`] rejected records.
+    pub rejected: Vec<RecordError>,
+    /// Every rejected record, listed or not.
+    pub rejected_total: usize,
 }
 
 /// Decodes a request body. `ndjson` selects one-object-a-line; otherwise the body is
 /// one JSON object or an array of objects. One bad record never sinks the others.
 pub fn decode_body(body: &[u8], ndjson: bool) -> Result<DecodedBatch, DecodeError> {
+    let mut out = DecodedBatch::default();
+    each_record(body, ndjson, &mut Meter::unlimited(), &mut |record, _| {
+        match record {
+            Ok(g) => out.generations.push(g),
+            Err(e) => reject(&mut out.rejected, &mut out.rejected_total, e),
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Decodes a request body into one generation span per valid record (under `origin`),
+/// as [`decode_body`] reads it. `meter` counts the records and pays for each record's
+/// parse while it lasts and for its span from then on; the first refusal ends decoding.
+pub fn decode_spans(
+    body: &[u8],
+    ndjson: bool,
+    origin: &Arc<Origin>,
+    meter: &mut Meter,
+) -> Result<DecodedSpans, DecodeError> {
+    let mut out = DecodedSpans::default();
+    each_record(body, ndjson, meter, &mut |record, meter| {
+        match record {
+            Ok(g) => {
+                let span = generation_span(&g, origin);
+                meter.pay(size::span_item(&span))?;
+                out.spans.push(span);
+            }
+            Err(e) => reject(&mut out.rejected, &mut out.rejected_total, e),
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn reject(listed: &mut Vec<RecordError>, total: &mut usize, e: RecordError) {
+    *total += 1;
+    if listed.len() < MAX_LISTED_REJECTIONS {
+        listed.push(e);
+    }
+}
+
+/// What is done with each record once read: a generation, or why it was rejected.
+type OnRecord<'a> = dyn FnMut(Result<Generation, RecordError>, &mut Meter) -> Result<(), Exceeded> + 'a;
+
+/// Reads every record of the body in order and hands each to `on_record`.
+fn each_record(body: &[u8], ndjson: bool, meter: &mut Meter, on_record: &mut OnRecord<'_>) -> Result<(), DecodeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::Empty);
     }
-    let mut out = DecodedBatch::default();
-    // UTF-8 is checked once for the whole body instead of string by string; a body
-    // that is not UTF-8 is read as a JSON tree, whose parser says where it breaks.
-    let Ok(text) = std::str::from_utf8(body) else {
-        return decode_tree(body, ndjson, out);
-    };
     if ndjson {
-        let lines = text.split('\n').filter(|l| !l.bytes().all(|b| b.is_ascii_whitespace()));
+        let lines = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace));
         for (index, line) in lines.enumerate() {
-            if let Err(e) = decode_text(&mut out, index, line) {
-                out.rejected.push(not_json_line(index, &e));
-            }
-        }
-        return Ok(out);
-    }
-    match text.trim_start().as_bytes().first() {
-        Some(b'[') => {
-            if let Ok(records) = serde_json::from_str::<Vec<&RawValue>>(text) {
-                for (index, raw) in records.into_iter().enumerate() {
-                    // The array parsed, so each item is JSON and this cannot fail in practice.
-                    if let Err(e) = decode_text(&mut out, index, raw.get()) {
-                        out.rejected.push(RecordError { index, error: format!("[{index}]: {e}") });
-                    }
+            let outcome = match std::str::from_utf8(line) {
+                Ok(text) => read_record(index, text, meter),
+                Err(e) => {
+                    meter.item().map_err(DecodeError::Exceeded)?;
+                    Err(Rejected::NotJson(format!("invalid UTF-8 at byte {}", e.valid_up_to())))
                 }
-                return Ok(out);
+            };
+            match outcome {
+                Ok(g) => on_record(Ok(g), meter).map_err(DecodeError::Exceeded)?,
+                Err(Rejected::Exceeded(e)) => return Err(DecodeError::Exceeded(e)),
+                Err(Rejected::NotJson(e)) => {
+                    let error = capped(format!("[{index}]: line is not JSON: {e}"));
+                    on_record(Err(RecordError { index, error }), meter).map_err(DecodeError::Exceeded)?;
+                }
+                Err(Rejected::Invalid(error)) => {
+                    on_record(Err(RecordError { index, error }), meter).map_err(DecodeError::Exceeded)?;
+                }
             }
         }
-        Some(b'{') => {
-            if let Some(g) = fast_record(text) {
-                out.generations.push(g);
-                return Ok(out);
-            }
-        }
-        _ => {}
+        return Ok(());
     }
-    // Everything else (an invalid record, a body that is not JSON or not records) gets
-    // the tree path's exact verdict.
-    decode_tree(body, ndjson, out)
+    // UTF-8 is checked once for the whole body instead of string by string.
+    let text = std::str::from_utf8(body)
+        .map_err(|e| DecodeError::NotJson(format!("invalid UTF-8 at byte {}: send UTF-8 JSON", e.valid_up_to())))?;
+    match text.trim_start().as_bytes().first() {
+        Some(b'[') => each_array_item(text, meter, on_record),
+        Some(b'{') => match read_record(0, text, meter) {
+            Ok(g) => on_record(Ok(g), meter).map_err(DecodeError::Exceeded),
+            Err(Rejected::Exceeded(e)) => Err(DecodeError::Exceeded(e)),
+            Err(Rejected::NotJson(e)) => Err(DecodeError::NotJson(e)),
+            Err(Rejected::Invalid(error)) => {
+                on_record(Err(RecordError { index: 0, error }), meter).map_err(DecodeError::Exceeded)
+            }
+        },
+        // Not an object or an array: a scalar (one value, small to hold) or not JSON.
+        _ => match serde_json::from_str::<IgnoredAny>(text) {
+            Err(e) => Err(DecodeError::NotJson(e.to_string())),
+            Ok(_) => {
+                let value: Value = serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+                Err(DecodeError::NotRecords(json_type(&value)))
+            }
+        },
+    }
 }
 
-/// One record's text: the fast path, else the schema path with its errors; `Err` only
-/// when the text is not JSON.
-fn decode_text(out: &mut DecodedBatch, index: usize, text: &str) -> serde_json::Result<()> {
-    match fast_record(text) {
-        Some(g) => out.generations.push(g),
-        None => push(out, index, serde_json::from_str(text)?),
+/// The items of a JSON array body, read one at a time: no list of every item is built
+/// first, so the record limit stops a huge array after its first items.
+fn each_array_item(text: &str, meter: &mut Meter, on_record: &mut OnRecord<'_>) -> Result<(), DecodeError> {
+    struct Items<'m, 'f, 'a> {
+        meter: &'m mut Meter,
+        on_record: &'f mut OnRecord<'a>,
+        refused: Option<Exceeded>,
     }
-    Ok(())
+    impl<'de> Visitor<'de> for &mut Items<'_, '_, '_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of generation records")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut index = 0;
+            while let Some(raw) = seq.next_element::<&RawValue>()? {
+                let record = match read_record(index, raw.get(), self.meter) {
+                    Ok(g) => Ok(g),
+                    Err(Rejected::Invalid(error)) => Err(RecordError { index, error }),
+                    // The array parsed, so each item is JSON and this cannot happen in practice.
+                    Err(Rejected::NotJson(e)) => Err(RecordError { index, error: capped(format!("[{index}]: {e}")) }),
+                    Err(Rejected::Exceeded(e)) => {
+                        self.refused = Some(e.clone());
+                        return Err(de::Error::custom(e));
+                    }
+                };
+                if let Err(e) = (self.on_record)(record, self.meter) {
+                    self.refused = Some(e.clone());
+                    return Err(de::Error::custom(e));
+                }
+                index += 1;
+            }
+            Ok(())
+        }
+    }
+    let mut items = Items { meter, on_record, refused: None };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let read = (&mut de).deserialize_seq(&mut items).and_then(|()| de.end());
+    match (read, items.refused) {
+        (_, Some(e)) => Err(DecodeError::Exceeded(e)),
+        (Err(e), None) => Err(DecodeError::NotJson(e.to_string())),
+        (Ok(()), None) => Ok(()),
+    }
+}
+
+/// Why one record's text gave no generation.
+enum Rejected {
+    /// Not JSON (a line of NDJSON, or the only record of the body).
+    NotJson(String),
+    /// JSON, but not a valid record: the error, prefixed with the index.
+    Invalid(String),
+    Exceeded(Exceeded),
+}
+
+/// Counts one record, pays for parsing it, and parses it: the fast path, else the
+/// schema path with its errors. The parse's cost is refunded once it is over: what the
+/// caller keeps of the record (its span) is paid for by the caller.
+fn read_record(index: usize, text: &str, meter: &mut Meter) -> Result<Generation, Rejected> {
+    meter.item().map_err(Rejected::Exceeded)?;
+    let cost = parse_cost(text);
+    meter.pay(cost).map_err(Rejected::Exceeded)?;
+    let record = match fast_record(text) {
+        Some(g) => Ok(g),
+        None => match serde_json::from_str(text) {
+            Ok(value) => decode_record(index, value).map_err(|e| Rejected::Invalid(capped(e))),
+            Err(e) => Err(Rejected::NotJson(e.to_string())),
+        },
+    };
+    meter.refund(cost);
+    record
+}
+
+/// An upper bound of what parsing one record's text may allocate until it is dropped:
+/// the [`Generation`] twice (typed, and moved), its text twice (a JSON tree's strings,
+/// then the record's), a B-tree leaf per object (serde_json keeps maps in a `BTreeMap`;
+/// the fast path's typed structs need less), a slot per value and a small allocation
+/// per string. Counted from the text's structure, outside strings, before parsing.
+fn parse_cost(text: &str) -> usize {
+    const OBJECT: usize = 11 * (size_of::<String>() + size_of::<Value>()) + 64;
+    const VALUE: usize = 80;
+    const STRING: usize = 16;
+    let bytes = text.as_bytes();
+    let (mut objects, mut values, mut strings) = (0usize, 1usize, 0usize);
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                strings += 1;
+                // Jump to the closing quote, past escaped characters (and to the end of
+                // the text when the string never closes).
+                i += 1;
+                loop {
+                    match bytes.get(i..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
+                        Some(at) if bytes[i + at] == b'\\' => i += at + 2,
+                        Some(at) => {
+                            i += at;
+                            break;
+                        }
+                        None => {
+                            i = bytes.len();
+                            break;
+                        }
+                    }
+                }
+            }
+            b'{' => objects += 1,
+            b'[' | b',' | b':' => values += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    2 * size_of::<Generation>() + 2 * text.len() + objects * OBJECT + values * VALUE + strings * STRING
+}
+
+/// Keeps an error text short; the index and the first problems come first, so what is
+/// cut is the least useful part.
+fn capped(mut error: String) -> String {
+    if error.len() > MAX_ERROR_LEN {
+        let mut end = MAX_ERROR_LEN;
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        error.truncate(end);
+        error.push_str("…");
+    }
+    error
 }
 
 /// The fast path for one record: typed straight from the text, no JSON tree, no schema
@@ -98,34 +307,6 @@ fn decode_text(out: &mut DecodedBatch, index: usize, text: &str) -> serde_json::
 fn fast_record(text: &str) -> Option<Generation> {
     let g: Generation = serde_json::from_str(text).ok()?;
     conforms(&g).then_some(g)
-}
-
-/// The tree path: the body as JSON values, each record checked against the schema.
-fn decode_tree(body: &[u8], ndjson: bool, mut out: DecodedBatch) -> Result<DecodedBatch, DecodeError> {
-    if ndjson {
-        let lines = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace));
-        for (index, line) in lines.enumerate() {
-            match serde_json::from_slice(line) {
-                Ok(v) => push(&mut out, index, v),
-                Err(e) => out.rejected.push(not_json_line(index, &e)),
-            }
-        }
-        return Ok(out);
-    }
-    match serde_json::from_slice(body).map_err(|e| DecodeError::NotJson(e.to_string()))? {
-        Value::Array(items) => {
-            for (index, v) in items.into_iter().enumerate() {
-                push(&mut out, index, v);
-            }
-        }
-        v @ Value::Object(_) => push(&mut out, 0, v),
-        other => return Err(DecodeError::NotRecords(json_type(&other))),
-    }
-    Ok(out)
-}
-
-fn not_json_line(index: usize, e: &serde_json::Error) -> RecordError {
-    RecordError { index, error: format!("[{index}]: line is not JSON: {e}") }
 }
 
 /// Whether a record that typed cleanly also meets every rule of the shipped schema and
@@ -171,15 +352,9 @@ fn conforms(g: &Generation) -> bool {
         && response_ok
 }
 
-fn push(out: &mut DecodedBatch, index: usize, value: Value) {
-    match decode_record(index, value) {
-        Ok(g) => out.generations.push(g),
-        Err(error) => out.rejected.push(RecordError { index, error }),
-    }
-}
-
 /// Validates one record against the schema and the rules the schema cannot say,
-/// then types it. The error lists every problem found, each as `[index].path: what`.
+/// then types it. The error lists the problems found (the first few when there are
+/// many), each as `[index].path: what`.
 pub fn decode_record(index: usize, value: Value) -> Result<Generation, String> {
     if !value.is_object() {
         return Err(format!("[{index}]: expected a generation object, got {}", json_type(&value)));
@@ -189,7 +364,14 @@ pub fn decode_record(index: usize, value: Value) -> Result<Generation, String> {
     let mut problems: Vec<String> = if schema().is_valid(&value) {
         Vec::new()
     } else {
-        schema().iter_errors(&value).map(|e| describe(index, &e)).collect()
+        // A record can break one rule a million times (an array of a million wrong
+        // items): the first problems say what to fix.
+        let mut errors = schema().iter_errors(&value);
+        let mut listed: Vec<String> = errors.by_ref().take(MAX_PROBLEMS).map(|e| describe(index, &e)).collect();
+        if errors.next().is_some() {
+            listed.push(format!("[{index}]: more problems not shown"));
+        }
+        listed
     };
     for field in ["created_at", "completed_at", "first_token_at"] {
         if let Some(Value::String(s)) = value.get(field)
@@ -392,10 +574,104 @@ mod tests {
         assert_eq!(out.rejected[0].index, 1);
     }
 
+    fn meter(budget: &crate::budget::MemoryBudget, max_records: usize) -> Meter {
+        Meter::new(crate::budget::Charge::new(budget), max_records, "records", "max_records_per_request")
+    }
+
+    fn origin() -> Arc<Origin> {
+        Arc::new(Origin::default())
+    }
+
+    #[test]
+    fn a_body_of_more_records_than_allowed_is_refused_after_the_limit() {
+        let budget = crate::budget::MemoryBudget::new(64 << 20);
+        // A million empty records: refused once the eleventh is reached, not after reading them all.
+        let body = format!("[{}{{}}]", "{},".repeat(1_000_000));
+        let mut m = meter(&budget, 10);
+        let e = decode_spans(body.as_bytes(), false, &origin(), &mut m).expect_err("too many");
+        assert_eq!(
+            e,
+            DecodeError::Exceeded(Exceeded::Items { what: "records", limit: 10, setting: "max_records_per_request" })
+        );
+        assert_eq!(m.items(), 11);
+        drop(m);
+        let lines = format!("{}\n", good("a")).repeat(11);
+        let e = decode_spans(lines.as_bytes(), true, &origin(), &mut meter(&budget, 10)).expect_err("too many");
+        assert!(matches!(e, DecodeError::Exceeded(Exceeded::Items { limit: 10, .. })), "{e:?}");
+        // Exactly the limit is fine, and what is kept is paid for.
+        let ten = serde_json::to_vec(&(0..10).map(|i| good(&format!("g{i}"))).collect::<Vec<_>>()).unwrap();
+        let mut m = meter(&budget, 10);
+        let out = decode_spans(&ten, false, &origin(), &mut m).expect("ten fit");
+        assert_eq!(out.spans.len(), 10);
+        let kept: usize = out.spans.iter().map(size::span_item).sum();
+        assert!(m.spent() >= kept, "paid {} for {kept}", m.spent());
+        assert!(budget.in_use() >= kept);
+        drop(m);
+        assert_eq!(budget.in_use(), 0, "everything is given back with the meter");
+    }
+
+    #[test]
+    fn a_record_is_refused_when_its_parse_would_not_fit() {
+        // One record whose array of empty objects would become a JSON tree of ~700 bytes per 3.
+        let mut record = good("big");
+        record["request"]["prompt"] = Value::Array(vec![json!({}); 20_000]);
+        let text = serde_json::to_vec(&record).unwrap();
+        assert!(text.len() < 64 * 1024);
+        let budget = crate::budget::MemoryBudget::new(4 << 20);
+        let e = decode_spans(&text, false, &origin(), &mut meter(&budget, 10)).expect_err("does not fit");
+        assert_eq!(e, DecodeError::Exceeded(Exceeded::TooLarge { limit: 4 << 20 }));
+        assert_eq!(budget.in_use(), 0);
+        // With room, it decodes, and its parse is given back once its span is built.
+        let budget = crate::budget::MemoryBudget::new(64 << 20);
+        let mut m = meter(&budget, 10);
+        let out = decode_spans(&text, false, &origin(), &mut m).expect("fits");
+        assert_eq!(out.spans.len() + out.rejected_total, 1);
+        assert!(m.spent() < 2 * text.len() + 64 * 1024, "the parse was refunded: {}", m.spent());
+    }
+
+    #[test]
+    fn only_the_first_rejections_are_listed_each_kept_short() {
+        let body = format!("[{}]", vec!["{}"; 250].join(","));
+        let out = decode_body(body.as_bytes(), false).unwrap();
+        assert_eq!(out.rejected.len(), MAX_LISTED_REJECTIONS);
+        assert_eq!(out.rejected_total, 250);
+        assert_eq!(out.rejected[99].index, 99);
+        assert_eq!(
+            out.rejected[0].error,
+            "[0].id: missing; [0].created_at: missing; [0].completed_at: missing; [0].request: missing; \
+             [0].response: missing"
+        );
+
+        // A record that breaks one rule ten thousand times gets a short error.
+        let mut bad = good("x");
+        bad["request"]["messages"] = Value::Array(vec![json!(1); 10_000]);
+        let out = decode_body(&serde_json::to_vec(&bad).unwrap(), false).unwrap();
+        let error = &out.rejected[0].error;
+        assert!(error.len() <= MAX_ERROR_LEN + '…'.len_utf8(), "{} bytes", error.len());
+        assert!(error.starts_with("[0].request.messages[0]: expected object, got integer"), "{error}");
+    }
+
+    #[test]
+    fn bodies_that_are_not_utf8() {
+        let e = decode_body(b"[{\"id\": \"\xff\"}]", false).unwrap_err();
+        assert_eq!(e, DecodeError::NotJson("invalid UTF-8 at byte 9: send UTF-8 JSON".into()));
+        let mut lines = serde_json::to_vec(&good("a")).unwrap();
+        lines.extend_from_slice(b"\n\xff\xfe\n");
+        lines.extend_from_slice(&serde_json::to_vec(&good("b")).unwrap());
+        let out = decode_body(&lines, true).unwrap();
+        assert_eq!(out.generations.len(), 2);
+        assert_eq!(
+            out.rejected,
+            vec![RecordError { index: 1, error: "[1]: line is not JSON: invalid UTF-8 at byte 0".into() }]
+        );
+    }
+
     #[test]
     fn whole_body_errors() {
         assert_eq!(decode_body(b"  ", false).unwrap_err(), DecodeError::Empty);
         assert!(matches!(decode_body(b"{", false).unwrap_err(), DecodeError::NotJson(_)));
         assert_eq!(decode_body(b"42", false).unwrap_err(), DecodeError::NotRecords("integer"));
+        // A string cut after a backslash (found by the decoders' fuzz test).
+        assert!(matches!(decode_body(b"{\"a\": \"\\", false).unwrap_err(), DecodeError::NotJson(_)));
     }
 }

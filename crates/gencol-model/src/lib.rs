@@ -6,6 +6,7 @@
 //! Everything here is pure: no I/O, no runtime, so every other crate can use it.
 
 pub mod attributes;
+pub mod budget;
 mod content;
 mod decode;
 mod generation;
@@ -16,7 +17,10 @@ mod schema;
 mod span;
 pub mod stored;
 
-pub use decode::{DecodeError, DecodedBatch, RecordError, decode_body, decode_record};
+pub use decode::{
+    DecodeError, DecodedBatch, DecodedSpans, MAX_LISTED_REJECTIONS, RecordError, decode_body, decode_record,
+    decode_spans,
+};
 pub use generation::{Generation, GenerationError, Request, Response, Timestamp};
 pub use schema::{SCHEMA_JSON, schema};
 pub use span::{

@@ -12,6 +12,7 @@
 //! ignored, missing fields defaulted, ids hex with an optional `0x`, 64-bit integers as
 //! strings or numbers). The tests below hold both to the serde encoding.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::Write;
 
@@ -22,10 +23,14 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::Group;
+use crate::budget::{
+    ARRAY_VALUE_COST, ATTRIBUTE_COST, ENTITY_REF_COST, EVENT_COST, Exceeded, LINK_COST, Meter, RESOURCE_SPANS_COST,
+    SCOPE_SPANS_COST, SPAN_COST, STRING_ITEM_COST,
+};
 use crate::json_write::write_list;
 
 // ---------------------------------------------------------------------------------------
@@ -290,6 +295,71 @@ fn write_serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 // ---------------------------------------------------------------------------------------
 // Reading
 
+/// Decodes OTLP/JSON into the proto types, paying `meter` for every span, attribute,
+/// event, link and array value before it is made; a refusal ends decoding with an error
+/// and is kept in the meter.
+pub(super) fn read_request_metered(
+    body: &[u8],
+    meter: &mut Meter,
+) -> Result<ExportTraceServiceRequest, serde_json::Error> {
+    // The readers below are called by serde's derives, which pass no state along: the
+    // meter waits for them in a thread-local for the length of this (synchronous) call.
+    struct PutBack<'a>(&'a mut Meter);
+    impl Drop for PutBack<'_> {
+        fn drop(&mut self) {
+            if let Some(m) = METER.take() {
+                *self.0 = m;
+            }
+        }
+    }
+    METER.set(Some(std::mem::replace(meter, Meter::unlimited())));
+    let _put_back = PutBack(meter);
+    read_request(body)
+}
+
+thread_local! {
+    static METER: RefCell<Option<Meter>> = const { RefCell::new(None) };
+}
+
+/// Pays the installed meter (none: decoding is free).
+fn pay(bytes: usize, is_span: bool) -> Result<(), Exceeded> {
+    METER.with_borrow_mut(|meter| match meter {
+        Some(m) if is_span => m.item().and_then(|()| m.pay(bytes)),
+        Some(m) => m.pay(bytes),
+        None => Ok(()),
+    })
+}
+
+/// A JSON array read element by element, each paid for (`cost`) before it is kept.
+fn metered_vec<'de, D, W, T>(d: D, cost: usize, is_span: bool, unwrap: fn(W) -> T) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    W: Deserialize<'de>,
+{
+    struct V<W, T> {
+        cost: usize,
+        is_span: bool,
+        unwrap: fn(W) -> T,
+    }
+    impl<'de, W: Deserialize<'de>, T> Visitor<'de> for V<W, T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a sequence")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(w) = seq.next_element::<W>()? {
+                // The list's first allocation holds four elements.
+                let first = if out.is_empty() { 2 * std::mem::size_of::<T>() } else { 0 };
+                pay(self.cost + first, self.is_span).map_err(de::Error::custom)?;
+                out.push((self.unwrap)(w));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(V { cost, is_span, unwrap })
+}
+
 /// Decodes OTLP/JSON into the proto types.
 pub(super) fn read_request(body: &[u8]) -> Result<ExportTraceServiceRequest, serde_json::Error> {
     // UTF-8 checked once for the whole body, not string by string; a body that is not
@@ -308,13 +378,17 @@ fn read_from<'de, R: serde_json::de::Read<'de>>(
     Ok(req)
 }
 
-/// `Vec<T>` of a remote-derived type, which serde cannot compose by itself.
+/// `Vec<T>` of a remote-derived type, which serde cannot compose by itself; each element
+/// paid for as it is read.
 macro_rules! remote_vec {
-    ($name:ident, $ty:ty, $def:literal) => {
+    ($name:ident, $ty:ty, $def:literal, $cost:expr) => {
+        remote_vec!($name, $ty, $def, $cost, false);
+    };
+    ($name:ident, $ty:ty, $def:literal, $cost:expr, $is_span:expr) => {
         fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<$ty>, D::Error> {
             #[derive(Deserialize)]
             struct W(#[serde(with = $def)] $ty);
-            Ok(Vec::<W>::deserialize(d)?.into_iter().map(|w| w.0).collect())
+            metered_vec(d, $cost, $is_span, |w: W| w.0)
         }
     };
 }
@@ -330,14 +404,19 @@ macro_rules! remote_opt {
     };
 }
 
-remote_vec!(resource_spans_vec, ResourceSpans, "ResourceSpansDef");
+remote_vec!(resource_spans_vec, ResourceSpans, "ResourceSpansDef", RESOURCE_SPANS_COST);
 remote_opt!(resource_opt, Resource, "ResourceDef");
-remote_vec!(scope_spans_vec, ScopeSpans, "ScopeSpansDef");
+remote_vec!(scope_spans_vec, ScopeSpans, "ScopeSpansDef", SCOPE_SPANS_COST);
 remote_opt!(scope_opt, InstrumentationScope, "ScopeDef");
-remote_vec!(span_vec, Span, "SpanDef");
-remote_vec!(event_vec, Event, "EventDef");
-remote_vec!(link_vec, Link, "LinkDef");
-remote_vec!(key_value_vec, KeyValue, "KeyValueDef");
+remote_vec!(span_vec, Span, "SpanDef", SPAN_COST, true);
+remote_vec!(event_vec, Event, "EventDef", EVENT_COST);
+remote_vec!(link_vec, Link, "LinkDef", LINK_COST);
+remote_vec!(key_value_vec, KeyValue, "KeyValueDef", ATTRIBUTE_COST);
+remote_vec!(entity_ref_vec, EntityRef, "EntityRefDef", ENTITY_REF_COST);
+
+fn string_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    metered_vec(d, STRING_ITEM_COST, false, |s: String| s)
+}
 
 #[derive(Deserialize)]
 struct ArrayDe(#[serde(with = "ArrayValueDef")] ArrayValue);
@@ -374,8 +453,20 @@ struct ResourceDef {
     attributes: Vec<KeyValue>,
     #[serde(default)]
     dropped_attributes_count: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "entity_ref_vec")]
     entity_refs: Vec<EntityRef>,
+}
+
+/// Every field required, as in the proto type (which is not `#[serde(default)]`).
+#[derive(Deserialize)]
+#[serde(remote = "EntityRef", rename_all = "camelCase")]
+struct EntityRefDef {
+    schema_url: String,
+    r#type: String,
+    #[serde(deserialize_with = "string_vec")]
+    id_keys: Vec<String>,
+    #[serde(deserialize_with = "string_vec")]
+    description_keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -502,7 +593,7 @@ fn any_value_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AnyValue>, D:
 }
 
 fn any_value_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AnyValue>, D::Error> {
-    Ok(Vec::<AnyValueDe>::deserialize(d)?.into_iter().map(|v| v.0).collect())
+    metered_vec(d, ARRAY_VALUE_COST, false, |v: AnyValueDe| v.0)
 }
 
 /// An attribute value read straight from its object: `{"stringValue": "..."}` and the

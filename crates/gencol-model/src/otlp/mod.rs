@@ -6,6 +6,7 @@
 //! that would copy every span, prompt and completion included, once per send.
 
 mod json;
+mod wire;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
+use crate::budget::{Exceeded, FIRST_SPAN_ITEM, Meter, size};
 use crate::span::{Origin, SpanItem};
 
 /// Groups items into one request, one `ResourceSpans` per origin, in first-seen order.
@@ -52,7 +54,8 @@ pub fn from_request(req: ExportTraceServiceRequest) -> Vec<SpanItem> {
     let mut out = Vec::new();
     for rs in req.resource_spans {
         let resource = rs.resource.unwrap_or_default();
-        for ss in rs.scope_spans {
+        // A scope without spans needs no origin (and no copy of the resource).
+        for ss in rs.scope_spans.into_iter().filter(|ss| !ss.spans.is_empty()) {
             let origin = Arc::new(Origin {
                 resource: resource.clone(),
                 resource_schema_url: rs.schema_url.clone(),
@@ -254,6 +257,46 @@ pub fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
 /// Decodes OTLP/protobuf.
 pub fn decode_proto(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
     ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string())
+}
+
+/// Why a body was not decoded: it would cost more than its meter allows, or it is not
+/// an OTLP request.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum DecodeFailure {
+    #[error(transparent)]
+    Exceeded(Exceeded),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// [`decode_json`], paying `meter` for every span, attribute, event, link and array
+/// value as it is read, and stopping at the first it refuses.
+pub fn decode_json_metered(body: &[u8], meter: &mut Meter) -> Result<ExportTraceServiceRequest, DecodeFailure> {
+    json::read_request_metered(body, meter).map_err(|e| match meter.exceeded() {
+        Some(refused) => DecodeFailure::Exceeded(refused.clone()),
+        None => DecodeFailure::Invalid(e.to_string()),
+    })
+}
+
+/// [`decode_proto`], with every element paid for before anything is decoded.
+pub fn decode_proto_metered(body: &[u8], meter: &mut Meter) -> Result<ExportTraceServiceRequest, DecodeFailure> {
+    wire::pay_for_request(body, meter).map_err(DecodeFailure::Exceeded)?;
+    decode_proto(body).map_err(DecodeFailure::Invalid)
+}
+
+/// [`from_request`], paying first for the origin each scope gets: a copy of its resource
+/// and scope, which a request of many scopes under one large resource would otherwise
+/// multiply. The spans themselves were paid for when they were decoded.
+pub fn from_request_metered(req: ExportTraceServiceRequest, meter: &mut Meter) -> Result<Vec<SpanItem>, Exceeded> {
+    meter.pay(FIRST_SPAN_ITEM)?;
+    for rs in &req.resource_spans {
+        let resource = rs.resource.as_ref().map_or(0, size::resource) + rs.schema_url.len();
+        for ss in rs.scope_spans.iter().filter(|ss| !ss.spans.is_empty()) {
+            let origin = std::mem::size_of::<Origin>() + 16 + ss.scope.as_ref().map_or(0, size::scope);
+            meter.pay(resource + origin + ss.schema_url.len())?;
+        }
+    }
+    Ok(from_request(req))
 }
 
 /// Number of spans in a request.
@@ -513,5 +556,105 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn meter(budget: &crate::budget::MemoryBudget, max_spans: usize) -> Meter {
+        Meter::new(crate::budget::Charge::new(budget), max_spans, "spans", "max_spans_per_request")
+    }
+
+    /// What both decoders paid covers what they made, the rich request included.
+    #[test]
+    fn metered_decoding_pays_for_what_it_makes() {
+        let req = rich_request();
+        let budget = crate::budget::MemoryBudget::new(64 << 20);
+        for (encoding, body) in [("json", encode_json(&req)), ("proto", encode_proto(&req))] {
+            let mut m = meter(&budget, 100);
+            let decoded = match encoding {
+                "json" => decode_json_metered(&body, &mut m),
+                _ => decode_proto_metered(&body, &mut m),
+            }
+            .expect("decodes");
+            // The same as decoding without a meter (NaN is not equal to itself: compare encodings).
+            let unmetered = if encoding == "json" { decode_json(&body) } else { decode_proto(&body) };
+            assert_eq!(encode_proto(&decoded), encode_proto(&unmetered.expect("decodes")), "{encoding}");
+            // Text (strings, ids) is paid for as the body's length by the receiver.
+            assert!(m.spent() + body.len() >= size::request(&decoded), "{encoding}: {} + {}", m.spent(), body.len());
+            let items = from_request_metered(decoded, &mut m).expect("fits");
+            let made: usize = items.iter().map(|i| size::span(&i.span)).sum::<usize>()
+                + items.iter().map(|i| size::origin(&i.origin)).sum::<usize>();
+            assert!(m.spent() + 2 * body.len() >= made, "{encoding}: {} for {made}", m.spent());
+        }
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn a_body_of_empty_spans_is_refused_at_the_span_limit() {
+        let json = format!(r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}{{}}]}}]}}]}}"#, "{},".repeat(500_000));
+        let empty = Span::default();
+        let proto = encode_proto(&ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans: vec![empty; 500_000], ..Default::default() }],
+                ..Default::default()
+            }],
+        });
+        let budget = crate::budget::MemoryBudget::new(256 << 20);
+        let refused =
+            DecodeFailure::Exceeded(Exceeded::Items { what: "spans", limit: 1000, setting: "max_spans_per_request" });
+        let mut m = meter(&budget, 1000);
+        assert_eq!(decode_json_metered(json.as_bytes(), &mut m), Err(refused.clone()));
+        assert!(m.spent() < 2 << 20, "refused early: paid {}", m.spent());
+        let mut m = meter(&budget, 1000);
+        assert_eq!(decode_proto_metered(&proto, &mut m), Err(refused));
+        assert!(m.spent() < 2 << 20, "refused early: paid {}", m.spent());
+    }
+
+    /// Tiny elements packed tightly (an empty attribute is 2 bytes of protobuf) are paid
+    /// for at what they take decoded, so a small budget refuses them before prost runs.
+    #[test]
+    fn an_attribute_bomb_is_refused_by_the_budget() {
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            attributes: vec![KeyValue::default(); 200_000],
+            ..Default::default()
+        };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        let body = encode_proto(&req);
+        assert!(body.len() < 500_000);
+        let budget = crate::budget::MemoryBudget::new(8 << 20);
+        let too_large = DecodeFailure::Exceeded(Exceeded::TooLarge { limit: 8 << 20 });
+        assert_eq!(decode_proto_metered(&body, &mut meter(&budget, 10)), Err(too_large.clone()));
+        assert_eq!(decode_json_metered(&encode_json(&req), &mut meter(&budget, 10)), Err(too_large));
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    /// A hundred thousand scopes under one large resource: each scope's origin copies the
+    /// resource, and is paid for before it is made.
+    #[test]
+    fn origins_are_paid_for_before_they_copy_the_resource() {
+        let resource =
+            Resource { attributes: vec![crate::attributes::string("big", "x".repeat(100_000))], ..Default::default() };
+        let one = Span { trace_id: vec![1; 16], span_id: vec![2; 8], ..Default::default() };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(resource),
+                scope_spans: vec![ScopeSpans { spans: vec![one], ..Default::default() }; 1_000],
+                ..Default::default()
+            }],
+        };
+        let budget = crate::budget::MemoryBudget::new(32 << 20);
+        let mut m = meter(&budget, 10_000);
+        let decoded = decode_proto_metered(&encode_proto(&req), &mut m).expect("decodes");
+        assert_eq!(from_request_metered(decoded, &mut m).err(), Some(Exceeded::TooLarge { limit: 32 << 20 }));
+        // Scopes without spans get no origin at all.
+        let empty_scopes = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans::default(); 3], ..Default::default() }],
+        };
+        assert!(from_request(empty_scopes).is_empty());
     }
 }
