@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, closest_name};
 use crate::node::{Loc, Located, Node, decode};
-use crate::units::Duration;
+use crate::units::{ByteSize, Duration};
 
 /// A component id, `type` or `type/name` (`otlp/axiom`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -158,6 +158,9 @@ pub struct ServiceConfig {
     /// working directory, as the Collector's storage does); disk queues and `hierarchy`
     /// state live under it.
     pub data_dir: std::path::PathBuf,
+    /// `service.limits.max_inflight_memory` (default 256 MiB): the bytes that requests
+    /// being received and decoded may hold at once, across every receiver.
+    pub max_inflight_memory: u64,
     /// Where the root was written (for errors about a missing section).
     pub root: Loc,
 }
@@ -181,6 +184,7 @@ impl ServiceConfig {
             log_format: None,
             health_check: None,
             data_dir: std::path::PathBuf::from(DEFAULT_DATA_DIR),
+            max_inflight_memory: DEFAULT_MAX_INFLIGHT_MEMORY,
             root: root.loc.clone(),
         };
         if !matches!(root.value, Node::Map(_) | Node::Null) {
@@ -219,7 +223,13 @@ const EXTENSIONS: [&str; 1] = ["health_check"];
 pub const DEFAULT_HEALTH_CHECK_ENDPOINT: &str = "127.0.0.1:13133";
 /// `service.data_dir` when none is written (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "./gencol-data";
-const SERVICE_KEYS: [&str; 5] = ["pipelines", "shutdown_timeout", "telemetry", "data_dir", "extensions"];
+const SERVICE_KEYS: [&str; 6] = ["pipelines", "shutdown_timeout", "telemetry", "data_dir", "extensions", "limits"];
+/// `service.limits.max_inflight_memory` when none is written: room for a dozen bodies of
+/// the default `max_request_body_size` (10 MiB) being decoded at once, far more than a
+/// gateway's steady traffic needs, while a flood of large or stalled requests costs at
+/// most this much.
+pub const DEFAULT_MAX_INFLIGHT_MEMORY: u64 = 256 * 1024 * 1024;
+const LIMITS_KEYS: [&str; 1] = ["max_inflight_memory"];
 const PIPELINE_KEYS: [&str; 3] = ["receivers", "processors", "exporters"];
 const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 const LOG_FORMATS: [&str; 2] = ["text", "json"];
@@ -336,6 +346,7 @@ impl Check {
                 "telemetry" => (config.log_level, config.log_format) = self.telemetry(value),
                 // Checked against `extensions:` once the whole file is read.
                 "extensions" => {}
+                "limits" => self.limits(value, config),
                 "data_dir" => match &value.value {
                     Node::String(dir) if !dir.is_empty() => config.data_dir = dir.into(),
                     other => self.error(
@@ -350,6 +361,27 @@ impl Check {
             }
         }
         saw_pipelines
+    }
+
+    /// `service.limits:`, bounds of the whole process.
+    fn limits(&mut self, node: &Located<Node>, config: &mut ServiceConfig) {
+        for (key, value) in self.map_entries(node, "service.limits", "`limits`") {
+            if key.value != "max_inflight_memory" {
+                self.unknown_key(key, "service.limits", &key.value, &LIMITS_KEYS);
+                continue;
+            }
+            match decode::<ByteSize>(value) {
+                Ok(ByteSize(0)) => self.error(
+                    &value.loc,
+                    "service.limits.max_inflight_memory must be larger than 0 (e.g. 256MiB): requests hold their bodies in it",
+                ),
+                Ok(size) => config.max_inflight_memory = size.0,
+                Err(mut d) => {
+                    d.message = format!("service.limits.max_inflight_memory: {}", d.message);
+                    self.diags.push(d);
+                }
+            }
+        }
     }
 
     /// `extensions:`, a map of extension → settings; returns each one defined with the

@@ -106,6 +106,7 @@ fn defaults_when_unwritten() {
         "exporters: {debug: }\nreceivers: {otlp: }\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [debug]}\n",
     );
     assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
+    assert_eq!(config.max_inflight_memory, 256 * 1024 * 1024);
     assert_eq!((config.log_level, config.log_format), (None, None));
     assert!(config.plugins.is_empty());
     assert!(config.processors.is_empty());
@@ -255,6 +256,27 @@ fn bad_telemetry() {
             "c.yaml:5:41: service.telemetry.logs: unknown key `colour` (expected one of: level, format)",
             "c.yaml:6:5: service.telemetry: unknown key `metrics` (expected one of: logs)",
         ]
+    );
+}
+
+#[test]
+fn service_limits() {
+    let config = check(&format!("{PIPELINE}  limits: {{max_inflight_memory: 64MiB}}\n"));
+    assert_eq!(config.max_inflight_memory, 64 * 1024 * 1024);
+    let text = format!("{PIPELINE}  limits:\n    max_inflight_memory: 0\n    max_memory: 1GiB\n    \n");
+    assert_eq!(
+        problems(&text),
+        [
+            "c.yaml:5:26: service.limits.max_inflight_memory must be larger than 0 (e.g. 256MiB): requests hold \
+             their bodies in it",
+            "c.yaml:6:5: service.limits: unknown key `max_memory` (expected one of: max_inflight_memory)",
+        ]
+    );
+    let text = format!("{PIPELINE}  limits: {{max_inflight_memory: lots}}\n");
+    assert_eq!(
+        only(&text),
+        "c.yaml:4:33: service.limits.max_inflight_memory: invalid size \"lots\": write a number of bytes (4096) or a \
+         number with a unit (512KiB, 10MiB, 1GB)"
     );
 }
 

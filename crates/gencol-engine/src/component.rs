@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use gencol_config::{ComponentId, Diagnostic, Located, Node};
 use gencol_model::SpanItem;
+use gencol_model::budget::MemoryBudget;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{AckToken, Consumer};
@@ -52,10 +53,13 @@ pub trait ReceiverConfig: Send + Sync {
     }
     /// Binds and starts serving in the background; returns once bound, so a port in
     /// use stops startup instead of half-starting. Serves until `shutdown` is
-    /// cancelled, then stops accepting and finishes requests in flight.
+    /// cancelled, then stops accepting and finishes requests in flight. Every byte a
+    /// request holds while it is received and decoded is taken from `memory`, which all
+    /// receivers share (`service.limits.max_inflight_memory`).
     fn start(
         &self,
         consumer: Consumer,
+        memory: MemoryBudget,
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, Result<tokio::task::JoinHandle<()>, String>>;
 }

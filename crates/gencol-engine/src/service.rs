@@ -10,6 +10,7 @@ use std::time::Duration;
 use gencol_config::{
     ComponentEntry, ComponentId, Diagnostic, Diagnostics, Located, Node, ServiceConfig, closest_name, decode,
 };
+use gencol_model::budget::MemoryBudget;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,8 @@ pub struct ValidatedService {
     pipelines: Vec<PipelinePlan>,
     shutdown_timeout: Duration,
     data_dir: PathBuf,
+    /// `service.limits.max_inflight_memory`.
+    max_inflight_memory: u64,
     /// Findings that do not stop gencol (unused components, missing `namespace`).
     pub warnings: Diagnostics,
 }
@@ -248,6 +251,7 @@ impl ValidatedService {
             pipelines,
             shutdown_timeout: config.shutdown_timeout,
             data_dir: config.data_dir.clone(),
+            max_inflight_memory: config.max_inflight_memory,
             warnings: diags,
         })
     }
@@ -350,8 +354,10 @@ impl ValidatedService {
 
         let receiver_stop = CancellationToken::new();
         let mut receiver_tasks = Vec::new();
+        // One budget for every receiver: what bounds memory is the process, not a port.
+        let memory = MemoryBudget::new(usize::try_from(self.max_inflight_memory).unwrap_or(usize::MAX));
         for (id, senders) in inputs {
-            match self.receivers[&id].start(Consumer::new(senders), receiver_stop.clone()).await {
+            match self.receivers[&id].start(Consumer::new(senders), memory.clone(), receiver_stop.clone()).await {
                 Ok(task) => receiver_tasks.push(task),
                 Err(e) => {
                     let running = RunningService {

@@ -102,6 +102,29 @@ pub(crate) async fn raw_request(addr: SocketAddr, raw: &str) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// Sends `raw` and then nothing more, keeping the connection open, and returns what came
+/// back until the server closed the connection; `None` when it did not close within
+/// `within` (a generous bound: the tests assert what happens, not how fast).
+pub(crate) async fn until_closed(addr: SocketAddr, raw: &[u8], within: Duration) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(raw).await.expect("send the request");
+    read_until_closed(&mut stream, within).await
+}
+
+/// What the server sends on `stream` until it closes it; `None` if still open after `within`.
+pub(crate) async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(String::from_utf8_lossy(&got).into_owned()),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// Whether a raw answer with a `content-length` has all its body.
 fn complete(raw: &[u8]) -> bool {
     let text = String::from_utf8_lossy(raw);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use gencol_config::{Diagnostic, Located, Node};
 use gencol_engine::{BoxFuture, CancellationToken, ComponentContext, Consumer, ReceiverConfig, ReceiverFactory};
 use gencol_model::Origin;
+use gencol_model::budget::MemoryBudget;
 use tokio::task::JoinHandle;
 
 use crate::http::{ReceiverError, serve};
@@ -48,6 +49,7 @@ impl ReceiverFactory for GenerationsReceiverFactory {
 pub(crate) struct GenerationsReceiverConfig {
     id: String,
     server: ServerSettings,
+    max_records: usize,
     origin: Arc<Origin>,
 }
 
@@ -58,22 +60,25 @@ impl GenerationsReceiverConfig {
             scope: gencol_model::scope(),
             ..Default::default()
         });
-        GenerationsReceiverConfig { id, server: checked.server, origin }
+        GenerationsReceiverConfig { id, server: checked.server, max_records: checked.max_records, origin }
     }
 
     /// Binds and serves; returns the bound address (the real port for `:0`).
     pub(crate) async fn bind(
         &self,
         consumer: Consumer,
+        memory: MemoryBudget,
         shutdown: CancellationToken,
     ) -> Result<(SocketAddr, JoinHandle<()>), ReceiverError> {
         let service = GenerationsService {
             consumer,
             origin: self.origin.clone(),
             auth: self.server.auth.clone(),
-            max_body: self.server.max_body,
+            body: self.server.body,
+            max_records: self.max_records,
+            memory,
         };
-        let (addr, task) = serve(&self.server.endpoint, Arc::new(service), shutdown).await?;
+        let (addr, task) = serve(&self.server.endpoint, Arc::new(service), self.server.connections, shutdown).await?;
         tracing::info!(receiver = %self.id, address = %addr, "listening");
         Ok((addr, task))
     }
@@ -91,9 +96,12 @@ impl ReceiverConfig for GenerationsReceiverConfig {
     fn start(
         &self,
         consumer: Consumer,
+        memory: MemoryBudget,
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, Result<JoinHandle<()>, String>> {
         let this = self.clone();
-        Box::pin(async move { this.bind(consumer, shutdown).await.map(|(_, task)| task).map_err(|e| e.to_string()) })
+        Box::pin(
+            async move { this.bind(consumer, memory, shutdown).await.map(|(_, task)| task).map_err(|e| e.to_string()) },
+        )
     }
 }

@@ -1,19 +1,22 @@
 //! What `POST /v1/generations` does with a request, answering exactly per SPEC §2:
 //! 202 with the accepted count and the rejected records, 400 when nothing is usable,
 //! 401 before the body is read, 413, 415, and 503 when a pipeline is full (nothing
-//! of the request kept, so the sender's retry is the only copy).
+//! of the request kept, so the sender's retry is the only copy). A body with many bad
+//! records lists the first [`MAX_LISTED_REJECTIONS`] and counts the rest
+//! (`rejected_total`), so the answer stays small.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use gencol_engine::Consumer;
-use gencol_model::{DecodeError, Origin, RecordError, SpanItem, decode_body, generation_span};
+use gencol_model::budget::{Exceeded, MemoryBudget, Meter};
+use gencol_model::{DecodeError, DecodedSpans, MAX_LISTED_REJECTIONS, Origin, RecordError, decode_spans};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::http::{
-    ACK_PATIENCE, BearerAuth, Body, BodyError, Endpoint, INLINE_DECODE_LIMIT, RESERVE_PATIENCE, compression, json,
+    ACK_PATIENCE, BearerAuth, Body, BodyLimits, Endpoint, INLINE_DECODE_LIMIT, RESERVE_PATIENCE, compression, json,
     json_error, media_type, read_body, with_status_headers,
 };
 
@@ -49,28 +52,38 @@ pub(crate) struct GenerationsService {
     /// Resource and scope of every span this receiver makes, built once.
     pub origin: Arc<Origin>,
     pub auth: Option<BearerAuth>,
-    pub max_body: usize,
+    pub body: BodyLimits,
+    /// `max_records_per_request`.
+    pub max_records: usize,
+    /// What requests of every receiver may hold at once (`service.limits.max_inflight_memory`).
+    pub memory: MemoryBudget,
 }
 
 #[derive(Serialize)]
 struct Accepted<'a> {
     accepted: usize,
     rejected: &'a [RecordError],
+    /// Only when `rejected` does not list them all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected_total: Option<usize>,
 }
 
 #[derive(Serialize)]
 struct Refused<'a> {
     error: &'a str,
     rejected: &'a [RecordError],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected_total: Option<usize>,
 }
 
-/// The spans made from the valid records, and the records that were not valid.
-struct Decoded {
-    spans: Vec<SpanItem>,
-    rejected: Vec<RecordError>,
+/// `rejected_total` when the list was cut.
+fn total_if_cut(listed: &[RecordError], total: usize) -> Option<usize> {
+    (total > listed.len()).then_some(total)
 }
 
 impl Endpoint for GenerationsService {
+    const BUSY_JSON: &'static str = r#"{"error":"too many connections: every connection this receiver allows (max_connections) is serving a request; retry"}"#;
+
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         with_status_headers(self.answer(req).await)
     }
@@ -99,10 +112,9 @@ impl GenerationsService {
             Ok(c) => c,
             Err(message) => return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &message),
         };
-        let body = match read_body(req, self.max_body, compression).await {
+        let (body, charge) = match read_body(req, &self.body, compression, &self.memory).await {
             Ok(b) => b,
-            Err(e @ BodyError::TooLarge { .. }) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+            Err(e) => return json_error(e.status(), &e.to_string()),
         };
 
         // Room first: under overload the answer is a 503, not a decoded batch thrown away.
@@ -113,11 +125,12 @@ impl GenerationsService {
                 return json_error(StatusCode::SERVICE_UNAVAILABLE, "pipeline full, retry");
             }
         };
-        let decoded = if body.len() <= INLINE_DECODE_LIMIT {
-            decode(&body, form, &self.origin)
+        let mut meter = Meter::new(charge, self.max_records, "records", "max_records_per_request");
+        let (decoded, meter) = if body.len() <= INLINE_DECODE_LIMIT {
+            (decode(&body, form, &self.origin, &mut meter), meter)
         } else {
             let origin = self.origin.clone();
-            match tokio::task::spawn_blocking(move || decode(&body, form, &origin)).await {
+            match tokio::task::spawn_blocking(move || (decode(&body, form, &origin, &mut meter), meter)).await {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!(error = %e, "decoding generation records failed");
@@ -125,15 +138,19 @@ impl GenerationsService {
                 }
             }
         };
-        let Decoded { spans, rejected } = match decoded {
+        let DecodedSpans { spans, rejected, rejected_total } = match decoded {
             Ok(d) => d,
-            Err(e) => return refused(&e.to_string(), &[]),
+            Err(DecodeError::Exceeded(e)) => return exceeded(&e),
+            Err(e) => return refused(&e.to_string(), &[], 0),
         };
         if spans.is_empty() {
-            return refused(&none_valid_message(&rejected), &rejected);
+            return refused(&none_valid_message(&rejected, rejected_total), &rejected, rejected_total);
         }
         let accepted = spans.len();
-        if let Some(kept) = reservation.send(spans)
+        let kept = reservation.send(spans);
+        // The spans are the pipeline's now (and count against its own budget).
+        drop(meter);
+        if let Some(kept) = kept
             && let Err(reason) = kept.wait(ACK_PATIENCE).await
         {
             tracing::debug!("records not kept, answering 503: {reason}");
@@ -143,35 +160,49 @@ impl GenerationsService {
             );
         }
         if !rejected.is_empty() {
-            tracing::debug!(accepted, rejected = rejected.len(), first = %rejected[0].error, "some generation records were rejected");
+            tracing::debug!(accepted, rejected = rejected_total, first = %rejected[0].error, "some generation records were rejected");
         }
-        json(StatusCode::ACCEPTED, to_json(&Accepted { accepted, rejected: &rejected }))
+        let answer =
+            Accepted { accepted, rejected: &rejected, rejected_total: total_if_cut(&rejected, rejected_total) };
+        json(StatusCode::ACCEPTED, to_json(&answer))
     }
 }
 
-/// Decodes straight from the received bytes and builds one span per valid record.
-fn decode(body: &Bytes, form: Form, origin: &Arc<Origin>) -> Result<Decoded, DecodeError> {
-    let batch = decode_body(body, form == Form::Ndjson)?;
-    let spans = batch.generations.iter().map(|g| generation_span(g, origin)).collect();
-    Ok(Decoded { spans, rejected: batch.rejected })
+/// Decodes straight from the received bytes and builds one span per valid record,
+/// paying `meter` for what is made.
+fn decode(body: &Bytes, form: Form, origin: &Arc<Origin>, meter: &mut Meter) -> Result<DecodedSpans, DecodeError> {
+    // The text decoding copies out of the body is never longer than it.
+    meter.pay(body.len()).map_err(DecodeError::Exceeded)?;
+    decode_spans(body, form == Form::Ndjson, origin, meter)
+}
+
+/// 413 for a request over its record or memory limit, 503 when others hold the memory.
+fn exceeded(e: &Exceeded) -> Response<Body> {
+    let status = match e {
+        Exceeded::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        Exceeded::Items { .. } | Exceeded::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+    };
+    json_error(status, &e.to_string())
 }
 
 /// The 400 message: names the first bad record's index and field path.
-fn none_valid_message(rejected: &[RecordError]) -> String {
+fn none_valid_message(rejected: &[RecordError], total: usize) -> String {
     match rejected {
         [] => "no generation records in the body: send one object, an array of objects, or NDJSON".to_owned(),
-        [only] => format!("no valid generation: {}", only.error),
-        [first, rest @ ..] => format!(
-            "no valid generation among {} records: {} (and {} more, see `rejected`)",
-            rejected.len(),
-            first.error,
-            rest.len()
-        ),
+        [only] if total == 1 => format!("no valid generation: {}", only.error),
+        [first, ..] => {
+            let listed = if total > rejected.len() {
+                format!(", the first {MAX_LISTED_REJECTIONS} listed in `rejected`")
+            } else {
+                ", see `rejected`".to_owned()
+            };
+            format!("no valid generation among {total} records: {} (and {} more{listed})", first.error, total - 1)
+        }
     }
 }
 
-fn refused(error: &str, rejected: &[RecordError]) -> Response<Body> {
-    json(StatusCode::BAD_REQUEST, to_json(&Refused { error, rejected }))
+fn refused(error: &str, rejected: &[RecordError], total: usize) -> Response<Body> {
+    json(StatusCode::BAD_REQUEST, to_json(&Refused { error, rejected, rejected_total: total_if_cut(rejected, total) }))
 }
 
 /// Serialising these plain structs (strings and numbers only) cannot fail.
@@ -197,10 +228,12 @@ mod unit {
     fn none_valid_names_the_first_problem() {
         let r = |index, e: &str| RecordError { index, error: e.to_owned() };
         assert_eq!(
-            none_valid_message(&[r(3, "[3].request.model: missing")]),
+            none_valid_message(&[r(3, "[3].request.model: missing")], 1),
             "no valid generation: [3].request.model: missing"
         );
-        let many = none_valid_message(&[r(0, "[0].id: missing"), r(1, "[1].id: missing")]);
-        assert!(many.contains("[0].id: missing") && many.contains("1 more"), "{many}");
+        let many = none_valid_message(&[r(0, "[0].id: missing"), r(1, "[1].id: missing")], 2);
+        assert!(many.contains("[0].id: missing") && many.contains("1 more, see `rejected`"), "{many}");
+        let cut = none_valid_message(&[r(0, "[0].id: missing")], 5000);
+        assert!(cut.contains("among 5000 records") && cut.contains("the first 100 listed"), "{cut}");
     }
 }

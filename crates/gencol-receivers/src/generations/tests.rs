@@ -6,6 +6,7 @@ use std::time::Duration;
 use gencol_config::ByteSize;
 use gencol_engine::{CancellationToken, PipelineMessage};
 use gencol_model::attributes as attr;
+use gencol_model::budget::MemoryBudget;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -13,7 +14,7 @@ use tokio::task::JoinHandle;
 use super::GenerationsReceiverConfig;
 use super::config::GenerationsSettings;
 use crate::settings::AuthSettings;
-use crate::test_support::{Client, drain, gzip, pipeline, post, raw_request};
+use crate::test_support::{Client, drain, gzip, pipeline, post, raw_request, read_until_closed, until_closed};
 
 const PATH: &str = "/v1/generations";
 const JSON: (&str, &str) = ("content-type", "application/json");
@@ -26,11 +27,15 @@ struct Running {
 }
 
 async fn start_with(settings: GenerationsSettings, capacity: usize) -> Running {
+    start_with_memory(settings, capacity, MemoryBudget::new(256 << 20)).await
+}
+
+async fn start_with_memory(settings: GenerationsSettings, capacity: usize, memory: MemoryBudget) -> Running {
     let settings = GenerationsSettings { endpoint: "127.0.0.1:0".into(), ..settings };
     let config = GenerationsReceiverConfig::new("generations/test".into(), settings.check().expect("valid settings"));
     let (consumer, rx) = pipeline(capacity);
     let shutdown = CancellationToken::new();
-    let (addr, task) = config.bind(consumer, shutdown.clone()).await.expect("bind");
+    let (addr, task) = config.bind(consumer, memory, shutdown.clone()).await.expect("bind");
     Running { addr, rx, shutdown, task }
 }
 
@@ -300,12 +305,169 @@ async fn shutdown_stops_accepting_and_ends_the_task() {
     assert!(tokio::net::TcpStream::connect(r.addr).await.is_err(), "no longer listening");
 }
 
+/// Generous: these tests assert what happens when a limit is reached, never how fast.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_stalled_body_is_answered_408_and_its_connection_closed() {
+    let settings = GenerationsSettings {
+        read_timeout: gencol_config::Duration(Duration::from_secs(3)),
+        read_idle_timeout: gencol_config::Duration(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let mut r = start_with(settings, 16).await;
+    // Half a body, then silence: the idle timeout ends it.
+    let head = "POST /v1/generations HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n[{\"id\":";
+    let raw = until_closed(r.addr, head.as_bytes(), PATIENCE).await.expect("closed by gencol");
+    assert!(raw.starts_with("HTTP/1.1 408"), "{raw}");
+    assert!(raw.contains("connection: close"), "{raw}");
+    assert!(raw.contains("read_idle_timeout"), "{raw}");
+
+    // A body that keeps trickling, never pausing long, ends at the total timeout.
+    let mut stream = tokio::net::TcpStream::connect(r.addr).await.expect("connect");
+    use tokio::io::AsyncWriteExt;
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let trickle = async {
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if stream.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+        read_until_closed(&mut stream, PATIENCE).await
+    };
+    let raw = trickle.await.expect("closed by gencol");
+    assert!(raw.starts_with("HTTP/1.1 408"), "{raw}");
+    assert!(raw.contains("read_timeout"), "{raw}");
+    assert!(drain(&mut r.rx).is_empty());
+
+    // The receiver still answers.
+    assert_eq!(post(r.addr, PATH, &[JSON], record("after").to_string()).await.status, 202);
+}
+
+#[tokio::test]
+async fn transfer_codings_other_than_chunked_are_501() {
+    let mut r = start().await;
+    let body = record("te").to_string();
+    let raw = format!(
+        "POST /v1/generations HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: gzip, chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let raw = raw_request(r.addr, &raw).await;
+    assert!(raw.starts_with("HTTP/1.1 501"), "{raw}");
+    assert!(raw.contains("only `chunked`") && raw.contains("Content-Encoding: gzip"), "{raw}");
+    assert!(drain(&mut r.rx).is_empty());
+}
+
+#[tokio::test]
+async fn more_records_than_allowed_is_413_and_many_rejections_are_listed_in_part() {
+    let settings = GenerationsSettings { max_records_per_request: 300, ..Default::default() };
+    let mut r = start_with(settings, 16).await;
+    let too_many = format!("[{}]", vec!["{}"; 301].join(","));
+    let a = post(r.addr, PATH, &[JSON], too_many).await;
+    assert_eq!(a.status, 413);
+    let error = a.json()["error"].as_str().expect("error").to_owned();
+    assert!(error.contains("more than 300 records (max_records_per_request)"), "{error}");
+
+    // 250 bad records and a good one: 100 listed, all counted, the good one kept.
+    let mut records = vec![json!({}); 250];
+    records.push(record("good"));
+    let a = post(r.addr, PATH, &[JSON], Value::Array(records).to_string()).await;
+    assert_eq!(a.status, 202);
+    let body = a.json();
+    assert_eq!(body["accepted"], 1);
+    assert_eq!(body["rejected"].as_array().expect("list").len(), 100);
+    assert_eq!(body["rejected_total"], 250);
+    assert_eq!(received_ids(&mut r.rx), ["good"]);
+
+    // None valid: 400 with the same cut list.
+    let a = post(r.addr, PATH, &[JSON], Value::Array(vec![json!({}); 250]).to_string()).await;
+    assert_eq!(a.status, 400);
+    let body = a.json();
+    assert_eq!(body["rejected"].as_array().expect("list").len(), 100);
+    assert_eq!(body["rejected_total"], 250);
+    assert!(body["error"].as_str().expect("error").contains("among 250 records"), "{body}");
+}
+
+#[tokio::test]
+async fn request_memory_is_taken_from_the_shared_budget() {
+    let budget = MemoryBudget::new(1 << 20);
+    let settings = GenerationsSettings {
+        read_timeout: gencol_config::Duration(Duration::from_secs(30)),
+        read_idle_timeout: gencol_config::Duration(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let mut r = start_with_memory(settings, 16, budget.clone()).await;
+    // Larger than all requests together may hold: 413, without reading it.
+    let raw = raw_request(r.addr, "POST /v1/generations HTTP/1.1\r\nhost: x\r\ncontent-length: 2000000\r\n\r\n").await;
+    assert!(raw.starts_with("HTTP/1.1 413") && raw.contains("max_inflight_memory"), "{raw}");
+
+    // One request holds most of the budget while its body arrives: the next is 503.
+    let mut holder = tokio::net::TcpStream::connect(r.addr).await.expect("connect");
+    use tokio::io::AsyncWriteExt;
+    holder
+        .write_all(b"POST /v1/generations HTTP/1.1\r\nhost: x\r\ncontent-length: 800000\r\n\r\n[")
+        .await
+        .expect("head");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while budget.in_use() < 800_000 {
+        assert!(tokio::time::Instant::now() < deadline, "the first request never took its share");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let raw = raw_request(r.addr, "POST /v1/generations HTTP/1.1\r\nhost: x\r\ncontent-length: 300000\r\n\r\n").await;
+    assert!(raw.starts_with("HTTP/1.1 503"), "{raw}");
+    assert!(raw.contains("retry-after: 1") && raw.contains("max_inflight_memory"), "{raw}");
+    // A small request still fits.
+    assert_eq!(post(r.addr, PATH, &[JSON], record("small").to_string()).await.status, 202);
+    assert_eq!(received_ids(&mut r.rx), ["small"]);
+    // The holder goes away: its share comes back.
+    drop(holder);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while budget.in_use() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{} bytes still held", budget.in_use());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn at_max_connections_idle_ones_make_room_and_busy_ones_refuse() {
+    let settings = GenerationsSettings { max_connections: 2, ..Default::default() };
+    let mut r = start_with(settings, 16).await;
+    use tokio::io::AsyncWriteExt;
+    // Two connections that never send a request fill the listener.
+    let mut idle_a = tokio::net::TcpStream::connect(r.addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _idle_b = tokio::net::TcpStream::connect(r.addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A sender arrives: the longest idle connection is closed for it, and it is served.
+    assert_eq!(post(r.addr, PATH, &[JSON], record("served").to_string()).await.status, 202);
+    assert_eq!(read_until_closed(&mut idle_a, PATIENCE).await.as_deref(), Some(""), "closed, nothing sent");
+
+    // Two requests in progress (bodies on their way) are never closed for a newcomer.
+    let stalled = "POST /v1/generations HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n[";
+    let mut busy_a = tokio::net::TcpStream::connect(r.addr).await.expect("connect");
+    busy_a.write_all(stalled.as_bytes()).await.expect("head");
+    let mut busy_b = tokio::net::TcpStream::connect(r.addr).await.expect("connect");
+    busy_b.write_all(stalled.as_bytes()).await.expect("head");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let raw = until_closed(r.addr, b"", PATIENCE).await.expect("answered and closed at once");
+    assert!(raw.starts_with("HTTP/1.1 503"), "{raw}");
+    assert!(raw.contains("retry-after: 1") && raw.contains("max_connections"), "{raw}");
+    assert_eq!(received_ids(&mut r.rx), ["served"]);
+}
+
 #[test]
 fn settings_defaults_and_checks() {
     let d = GenerationsSettings::default();
     assert_eq!(d.endpoint, "127.0.0.1:4320");
     assert_eq!(d.max_request_body_size, ByteSize(10 * 1024 * 1024));
     assert_eq!(d.service_name, "gencol");
+    assert_eq!(d.read_timeout.0, Duration::from_secs(30));
+    assert_eq!(d.read_idle_timeout.0, Duration::from_secs(10));
+    assert_eq!(d.max_records_per_request, 10_000);
+    assert!(d.max_connections >= 16);
+    let e = GenerationsSettings { max_records_per_request: 0, ..Default::default() }.check().expect_err("zero");
+    assert_eq!(e.key, "max_records_per_request");
     let e = GenerationsSettings { service_name: " ".into(), ..Default::default() }.check().expect_err("empty name");
     assert_eq!(e.key, "service_name");
 }

@@ -1,13 +1,21 @@
 //! `otlp` receiver settings (SPEC §10): the same keys as `generations` but for
-//! `service_name`, because OTLP spans bring their own resource.
+//! `service_name`, because OTLP spans bring their own resource, and with a maximum of
+//! spans per request instead of records.
 
-use gencol_config::ByteSize;
+use gencol_config::{ByteSize, Duration};
 use serde::Deserialize;
 
-use crate::settings::{AuthSettings, DEFAULT_MAX_BODY, ServerSettings, SettingsError};
+use crate::settings::{
+    AuthSettings, ListenerKeys, ServerSettings, SettingsError, check_max_items, default_max_connections, defaults,
+};
 
 /// The OTLP/HTTP port every OpenTelemetry SDK sends to by default.
 pub(crate) const DEFAULT_ENDPOINT: &str = "127.0.0.1:4318";
+
+/// `max_spans_per_request` when none is written: more than twice the largest batch
+/// common senders make (the Collector's batch processor sends 8,192 spans), and small
+/// enough that a body of empty spans is refused after a few tens of MiB of decoding.
+pub(crate) const DEFAULT_MAX_SPANS: usize = 20_000;
 
 /// As written in YAML.
 #[derive(Clone, Debug, Deserialize)]
@@ -17,20 +25,52 @@ pub(crate) struct OtlpReceiverSettings {
     pub endpoint: String,
     #[serde(default)]
     pub auth: Option<AuthSettings>,
-    #[serde(default = "default_max_body")]
+    #[serde(default = "defaults::max_body")]
     pub max_request_body_size: ByteSize,
+    #[serde(default = "defaults::read_timeout")]
+    pub read_timeout: Duration,
+    #[serde(default = "defaults::read_idle_timeout")]
+    pub read_idle_timeout: Duration,
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_spans")]
+    pub max_spans_per_request: usize,
 }
 
 impl Default for OtlpReceiverSettings {
     fn default() -> Self {
-        OtlpReceiverSettings { endpoint: default_endpoint(), auth: None, max_request_body_size: DEFAULT_MAX_BODY }
+        OtlpReceiverSettings {
+            endpoint: default_endpoint(),
+            auth: None,
+            max_request_body_size: defaults::max_body(),
+            read_timeout: defaults::read_timeout(),
+            read_idle_timeout: defaults::read_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_spans_per_request: DEFAULT_MAX_SPANS,
+        }
     }
+}
+
+/// The checked settings the receiver runs with.
+#[derive(Clone, Debug)]
+pub(crate) struct CheckedSettings {
+    pub server: ServerSettings,
+    pub max_spans: usize,
 }
 
 impl OtlpReceiverSettings {
     /// Checks what serde cannot; pure, so `gencol validate` can run it.
-    pub fn check(self) -> Result<ServerSettings, SettingsError> {
-        ServerSettings::check(self.endpoint, self.auth, self.max_request_body_size)
+    pub fn check(self) -> Result<CheckedSettings, SettingsError> {
+        let server = ServerSettings::check(ListenerKeys {
+            endpoint: self.endpoint,
+            auth: self.auth,
+            max_request_body_size: self.max_request_body_size,
+            read_timeout: self.read_timeout.0,
+            read_idle_timeout: self.read_idle_timeout.0,
+            max_connections: self.max_connections,
+        })?;
+        let max_spans = check_max_items("max_spans_per_request", self.max_spans_per_request)?;
+        Ok(CheckedSettings { server, max_spans })
     }
 }
 
@@ -38,6 +78,6 @@ fn default_endpoint() -> String {
     DEFAULT_ENDPOINT.to_owned()
 }
 
-fn default_max_body() -> ByteSize {
-    DEFAULT_MAX_BODY
+fn default_max_spans() -> usize {
+    DEFAULT_MAX_SPANS
 }

@@ -13,11 +13,12 @@ use std::sync::Arc;
 
 use gencol_config::{Diagnostic, Located, Node};
 use gencol_engine::{BoxFuture, CancellationToken, ComponentContext, Consumer, ReceiverConfig, ReceiverFactory};
+use gencol_model::budget::MemoryBudget;
 use tokio::task::JoinHandle;
 
 use crate::http::{ReceiverError, serve};
-use crate::settings::{ServerSettings, decode_settings, locate};
-use config::OtlpReceiverSettings;
+use crate::settings::{decode_settings, locate};
+use config::{CheckedSettings, OtlpReceiverSettings};
 use service::OtlpService;
 
 /// Registers the `otlp` receiver type.
@@ -38,8 +39,8 @@ impl ReceiverFactory for OtlpReceiverFactory {
         config: &Located<Node>,
     ) -> Result<Box<dyn ReceiverConfig>, Vec<Diagnostic>> {
         let settings: OtlpReceiverSettings = decode_settings(config)?;
-        let server = settings.check().map_err(|e| locate(config, e))?;
-        Ok(Box::new(OtlpReceiverConfig { id: ctx.id.to_string(), server }))
+        let checked = settings.check().map_err(|e| locate(config, e))?;
+        Ok(Box::new(OtlpReceiverConfig { id: ctx.id.to_string(), checked }))
     }
 }
 
@@ -47,7 +48,7 @@ impl ReceiverFactory for OtlpReceiverFactory {
 #[derive(Clone)]
 pub(crate) struct OtlpReceiverConfig {
     id: String,
-    server: ServerSettings,
+    checked: CheckedSettings,
 }
 
 impl OtlpReceiverConfig {
@@ -55,10 +56,18 @@ impl OtlpReceiverConfig {
     pub(crate) async fn bind(
         &self,
         consumer: Consumer,
+        memory: MemoryBudget,
         shutdown: CancellationToken,
     ) -> Result<(SocketAddr, JoinHandle<()>), ReceiverError> {
-        let service = OtlpService { consumer, auth: self.server.auth.clone(), max_body: self.server.max_body };
-        let (addr, task) = serve(&self.server.endpoint, Arc::new(service), shutdown).await?;
+        let server = &self.checked.server;
+        let service = OtlpService {
+            consumer,
+            auth: server.auth.clone(),
+            body: server.body,
+            max_spans: self.checked.max_spans,
+            memory,
+        };
+        let (addr, task) = serve(&server.endpoint, Arc::new(service), server.connections, shutdown).await?;
         tracing::info!(receiver = %self.id, address = %addr, "listening");
         Ok((addr, task))
     }
@@ -66,15 +75,18 @@ impl OtlpReceiverConfig {
 
 impl ReceiverConfig for OtlpReceiverConfig {
     fn listen_addr(&self) -> Option<String> {
-        Some(self.server.endpoint.clone())
+        Some(self.checked.server.endpoint.clone())
     }
 
     fn start(
         &self,
         consumer: Consumer,
+        memory: MemoryBudget,
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, Result<JoinHandle<()>, String>> {
         let this = self.clone();
-        Box::pin(async move { this.bind(consumer, shutdown).await.map(|(_, task)| task).map_err(|e| e.to_string()) })
+        Box::pin(
+            async move { this.bind(consumer, memory, shutdown).await.map(|(_, task)| task).map_err(|e| e.to_string()) },
+        )
     }
 }

@@ -6,14 +6,16 @@
 use bytes::Bytes;
 use gencol_engine::Consumer;
 use gencol_model::SpanItem;
-use gencol_model::otlp::{decode_json, decode_proto, from_request, span_count};
+use gencol_model::budget::{Exceeded, MemoryBudget, Meter};
+use gencol_model::otlp::{DecodeFailure, decode_json_metered, decode_proto_metered, from_request_metered, span_count};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 use crate::http::{
-    ACK_PATIENCE, BearerAuth, Body, BodyError, Endpoint, INLINE_DECODE_LIMIT, RESERVE_PATIENCE, answer, compression,
+    ACK_PATIENCE, BearerAuth, Body, BodyLimits, Endpoint, INLINE_DECODE_LIMIT, RESERVE_PATIENCE, answer, compression,
     media_type, read_body, with_status_headers,
 };
 
@@ -60,7 +62,11 @@ pub(crate) struct RpcStatus {
 pub(crate) struct OtlpService {
     pub consumer: Consumer,
     pub auth: Option<BearerAuth>,
-    pub max_body: usize,
+    pub body: BodyLimits,
+    /// `max_spans_per_request`.
+    pub max_spans: usize,
+    /// What requests of every receiver may hold at once (`service.limits.max_inflight_memory`).
+    pub memory: MemoryBudget,
 }
 
 /// Why a request was refused: the HTTP status and a message for the sender.
@@ -75,13 +81,25 @@ impl Refusal {
     }
 }
 
-/// The spans a request carried, and how many were left out as unusable.
+impl From<Exceeded> for Refusal {
+    fn from(e: Exceeded) -> Self {
+        let status = match e {
+            Exceeded::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Exceeded::Items { .. } | Exceeded::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        };
+        Refusal::new(status, e.to_string())
+    }
+}
+
+/// The spans a request carried, and the summary of those left out as undeliverable.
 struct Decoded {
     spans: Vec<SpanItem>,
-    invalid: usize,
+    rejected: Option<ExportTracePartialSuccess>,
 }
 
 impl Endpoint for OtlpService {
+    const BUSY_JSON: &'static str = r#"{"code":14,"message":"too many connections: every connection this receiver allows (max_connections) is serving a request; retry"}"#;
+
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         // Errors go back in the encoding the sender speaks; JSON when it said neither.
         let encoding = Encoding::from_media_type(media_type(req.headers()).as_deref());
@@ -113,89 +131,207 @@ impl OtlpService {
         };
         let compression =
             compression(req.headers()).map_err(|m| Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, m))?;
-        let body = read_body(req, self.max_body, compression).await.map_err(|e| match e {
-            BodyError::TooLarge { .. } => Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
-            e => Refusal::new(StatusCode::BAD_REQUEST, e.to_string()),
-        })?;
+        let (body, charge) = read_body(req, &self.body, compression, &self.memory)
+            .await
+            .map_err(|e| Refusal::new(e.status(), e.to_string()))?;
 
         // Room first: under overload the answer is a 503, not a decoded batch thrown away.
         let reservation = self.consumer.reserve(body.len(), RESERVE_PATIENCE).await.map_err(|full| {
             tracing::debug!(pipeline = %full.pipeline, "pipeline full: answering 503");
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "pipeline full, retry")
         })?;
-        let decoded = if body.len() <= INLINE_DECODE_LIMIT {
-            decode(&body, encoding)
+        let mut meter = Meter::new(charge, self.max_spans, "spans", "max_spans_per_request");
+        let (decoded, meter) = if body.len() <= INLINE_DECODE_LIMIT {
+            (decode(&body, encoding, &mut meter), meter)
         } else {
-            tokio::task::spawn_blocking(move || decode(&body, encoding)).await.map_err(|e| {
+            tokio::task::spawn_blocking(move || (decode(&body, encoding, &mut meter), meter)).await.map_err(|e| {
                 tracing::error!(error = %e, "decoding OTLP traces failed");
                 Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error while decoding the request")
             })?
         };
-        let Decoded { spans, invalid } = decoded.map_err(|m| Refusal::new(StatusCode::BAD_REQUEST, m))?;
-        if !spans.is_empty()
-            && let Some(kept) = reservation.send(spans)
-        {
+        let Decoded { spans, rejected } = decoded?;
+        let kept = (!spans.is_empty()).then(|| reservation.send(spans)).flatten();
+        // The spans are the pipeline's now (and count against its own budget).
+        drop(meter);
+        if let Some(kept) = kept {
             kept.wait(ACK_PATIENCE).await.map_err(|reason| {
                 tracing::debug!("spans not kept, answering 503: {reason}");
                 Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("the spans could not be kept, retry: {reason}"))
             })?;
         }
-        let partial = (invalid > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: invalid as i64,
-            error_message: invalid_spans_message(invalid),
-        });
-        Ok(success_answer(encoding, partial))
+        Ok(success_answer(encoding, rejected))
     }
 }
 
-/// Decodes straight from the received bytes. A request that is not empty yet holds no
-/// span is refused: it is almost always OTLP/JSON written with snake_case keys
-/// (`resource_spans`), which the decoder skips as unknown fields, and accepting it
-/// would silently drop the sender's data.
-fn decode(body: &Bytes, encoding: Encoding) -> Result<Decoded, String> {
+/// Decodes straight from the received bytes, paying `meter` for what is made. A request
+/// that is not empty yet holds no span is refused: it is almost always OTLP/JSON written
+/// with snake_case keys (`resource_spans`), which the decoder skips as unknown fields, and
+/// accepting it would silently drop the sender's data.
+fn decode(body: &Bytes, encoding: Encoding, meter: &mut Meter) -> Result<Decoded, Refusal> {
+    // The text decoding copies out of the body (strings, ids) is never longer than it.
+    meter.pay(body.len())?;
+    let invalid =
+        |what: &str, e: String| Refusal::new(StatusCode::BAD_REQUEST, format!("cannot decode the {what} body: {e}"));
     let (request, empty) = match encoding {
-        Encoding::Json => (
-            decode_json(body).map_err(|e| format!("cannot decode the OTLP/JSON body: {e}"))?,
-            body.trim_ascii().is_empty(),
-        ),
-        Encoding::Protobuf => {
-            (decode_proto(body).map_err(|e| format!("cannot decode the OTLP/protobuf body: {e}"))?, body.is_empty())
-        }
+        Encoding::Json => (decode_json_metered(body, meter), body.trim_ascii().is_empty()),
+        Encoding::Protobuf => (decode_proto_metered(body, meter), body.is_empty()),
     };
+    let request = request.map_err(|e| match (e, encoding) {
+        (DecodeFailure::Exceeded(e), _) => Refusal::from(e),
+        (DecodeFailure::Invalid(e), Encoding::Json) => invalid("OTLP/JSON", e),
+        (DecodeFailure::Invalid(e), Encoding::Protobuf) => invalid("OTLP/protobuf", e),
+    })?;
     if span_count(&request) == 0 {
         if empty {
-            return Ok(Decoded { spans: Vec::new(), invalid: 0 });
+            return Ok(Decoded { spans: Vec::new(), rejected: None });
         }
-        return Err(match encoding {
-            Encoding::Json => {
-                "the request holds no spans: OTLP/JSON keys are camelCase (`resourceSpans`, `scopeSpans`, \
-                               `traceId`, `spanId`); snake_case keys such as `resource_spans` are ignored"
-                    .to_owned()
-            }
-            Encoding::Protobuf => "the request holds no spans".to_owned(),
-        });
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            match encoding {
+                Encoding::Json => {
+                    "the request holds no spans: OTLP/JSON keys are camelCase (`resourceSpans`, `scopeSpans`, \
+                     `traceId`, `spanId`); snake_case keys such as `resource_spans` are ignored"
+                }
+                Encoding::Protobuf => "the request holds no spans",
+            },
+        ));
     }
-    let mut spans = from_request(request);
-    let before = spans.len();
-    spans.retain(|item| valid_id(&item.span.trace_id, 16) && valid_id(&item.span.span_id, 8));
-    let invalid = before - spans.len();
+    let mut spans = from_request_metered(request, meter)?;
+    let mut rejected = Rejected::default();
+    let mut index = 0;
+    spans.retain(|item| {
+        let flaw = flaw(&item.span);
+        if let Some(flaw) = flaw {
+            rejected.add(flaw, index, &item.span);
+        }
+        index += 1;
+        flaw.is_none()
+    });
+    if rejected.total == 0 {
+        return Ok(Decoded { spans, rejected: None });
+    }
+    let message = rejected.message(index);
     if spans.is_empty() {
-        return Err(invalid_spans_message(invalid));
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, message));
     }
-    Ok(Decoded { spans, invalid })
+    let rejected = ExportTracePartialSuccess { rejected_spans: rejected.total as i64, error_message: message };
+    Ok(Decoded { spans, rejected: Some(rejected) })
 }
 
-/// A span without a real trace or span id cannot be delivered anywhere (every OTLP
-/// backend refuses it), so it is reported back instead of forwarded.
-fn valid_id(id: &[u8], len: usize) -> bool {
-    id.len() == len && id.iter().any(|b| *b != 0)
+/// What makes a span undeliverable: OTLP backends refuse a whole batch holding one, so
+/// it is reported back to its sender instead of forwarded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Flaw {
+    /// Not 16 bytes, or all zero.
+    TraceId(usize),
+    /// Not 8 bytes, or all zero.
+    SpanId(usize),
+    /// Neither empty (a root) nor 8 bytes.
+    ParentSpanId(usize),
+    /// A link's trace id is not 16 bytes, or all zero.
+    LinkTraceId(usize),
+    /// A link's span id is not 8 bytes, or all zero.
+    LinkSpanId(usize),
 }
 
-fn invalid_spans_message(invalid: usize) -> String {
-    format!(
-        "{invalid} span(s) rejected: `traceId` must be 32 hex digits and `spanId` 16 hex digits, not all zero \
-         (OTLP/JSON keys are camelCase)"
-    )
+impl Flaw {
+    const KINDS: usize = 5;
+
+    fn kind(self) -> usize {
+        match self {
+            Flaw::TraceId(_) => 0,
+            Flaw::SpanId(_) => 1,
+            Flaw::ParentSpanId(_) => 2,
+            Flaw::LinkTraceId(_) => 3,
+            Flaw::LinkSpanId(_) => 4,
+        }
+    }
+
+    /// The rule broken, in OTLP/JSON's terms.
+    fn rule(self) -> &'static str {
+        match self {
+            Flaw::TraceId(_) => "a `traceId` that is not 16 bytes (32 hex digits) or is all zero",
+            Flaw::SpanId(_) => "a `spanId` that is not 8 bytes (16 hex digits) or is all zero",
+            Flaw::ParentSpanId(_) => "a `parentSpanId` that is neither empty (a root span) nor 8 bytes (16 hex digits)",
+            Flaw::LinkTraceId(_) => "a link whose `traceId` is not 16 bytes or is all zero",
+            Flaw::LinkSpanId(_) => "a link whose `spanId` is not 8 bytes or is all zero",
+        }
+    }
+
+    /// What this span has instead.
+    fn found(self) -> String {
+        let (len, right_len) = match self {
+            Flaw::TraceId(n) | Flaw::LinkTraceId(n) => (n, Some(16)),
+            Flaw::SpanId(n) | Flaw::LinkSpanId(n) => (n, Some(8)),
+            Flaw::ParentSpanId(n) => (n, None),
+        };
+        match len {
+            0 => "missing".to_owned(),
+            n if Some(n) == right_len => "all zero".to_owned(),
+            n => format!("{n} bytes"),
+        }
+    }
+}
+
+/// The first thing wrong with a span, if anything.
+fn flaw(span: &Span) -> Option<Flaw> {
+    let valid = |id: &[u8], len: usize| id.len() == len && id.iter().any(|b| *b != 0);
+    if !valid(&span.trace_id, 16) {
+        return Some(Flaw::TraceId(span.trace_id.len()));
+    }
+    if !valid(&span.span_id, 8) {
+        return Some(Flaw::SpanId(span.span_id.len()));
+    }
+    if !(span.parent_span_id.is_empty() || span.parent_span_id.len() == 8) {
+        return Some(Flaw::ParentSpanId(span.parent_span_id.len()));
+    }
+    for link in &span.links {
+        if !valid(&link.trace_id, 16) {
+            return Some(Flaw::LinkTraceId(link.trace_id.len()));
+        }
+        if !valid(&link.span_id, 8) {
+            return Some(Flaw::LinkSpanId(link.span_id.len()));
+        }
+    }
+    None
+}
+
+/// The spans of one request left out, counted by what is wrong with them; the first of
+/// each kind is named, so the message stays short however many there are.
+#[derive(Default)]
+struct Rejected {
+    total: usize,
+    by_kind: [Option<(usize, Flaw, usize, String)>; Flaw::KINDS],
+}
+
+impl Rejected {
+    fn add(&mut self, flaw: Flaw, index: usize, span: &Span) {
+        self.total += 1;
+        match &mut self.by_kind[flaw.kind()] {
+            Some((count, ..)) => *count += 1,
+            slot @ None => {
+                let name: String = span.name.chars().take(64).collect();
+                *slot = Some((1, flaw, index, name));
+            }
+        }
+    }
+
+    fn message(&self, spans: usize) -> String {
+        let reasons: Vec<String> = self
+            .by_kind
+            .iter()
+            .flatten()
+            .map(|(count, flaw, index, name)| {
+                format!("{count} with {} (first: span {index} of the request, `{name}`: {})", flaw.rule(), flaw.found())
+            })
+            .collect();
+        format!(
+            "{} of {spans} span(s) rejected and not forwarded: {}. OTLP/JSON ids are hex strings (`traceId`: 32 \
+             digits, `spanId`: 16) under camelCase keys",
+            self.total,
+            reasons.join("; ")
+        )
+    }
 }
 
 /// 200 with an `ExportTraceServiceResponse` in the request's encoding.
@@ -226,9 +362,10 @@ fn status_answer(encoding: Encoding, refusal: Refusal) -> Response<Body> {
 fn grpc_code(status: StatusCode) -> i32 {
     match status {
         StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => 3, // INVALID_ARGUMENT
+        StatusCode::REQUEST_TIMEOUT => 4,                                  // DEADLINE_EXCEEDED
         StatusCode::NOT_FOUND => 5,                                        // NOT_FOUND
         StatusCode::PAYLOAD_TOO_LARGE => 8,                                // RESOURCE_EXHAUSTED
-        StatusCode::METHOD_NOT_ALLOWED => 12,                              // UNIMPLEMENTED
+        StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => 12, // UNIMPLEMENTED
         StatusCode::SERVICE_UNAVAILABLE => 14,                             // UNAVAILABLE
         StatusCode::UNAUTHORIZED => 16,                                    // UNAUTHENTICATED
         _ => 13,                                                           // INTERNAL

@@ -6,10 +6,12 @@ use gencol_config::ByteSize;
 use gencol_engine::{CancellationToken, PipelineMessage};
 use gencol_model::SpanItem;
 use gencol_model::attributes as attr;
+use gencol_model::budget::MemoryBudget;
 use gencol_model::otlp::{encode_json, encode_proto};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::Link;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde_json::json;
@@ -26,11 +28,19 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 const PROTO: (&str, &str) = ("content-type", "application/x-protobuf");
 
 async fn start_with(settings: OtlpReceiverSettings, capacity: usize) -> (SocketAddr, mpsc::Receiver<PipelineMessage>) {
+    start_with_memory(settings, capacity, MemoryBudget::new(256 << 20)).await
+}
+
+async fn start_with_memory(
+    settings: OtlpReceiverSettings,
+    capacity: usize,
+    memory: MemoryBudget,
+) -> (SocketAddr, mpsc::Receiver<PipelineMessage>) {
     let settings = OtlpReceiverSettings { endpoint: "127.0.0.1:0".into(), ..settings };
-    let config = OtlpReceiverConfig { id: "otlp/test".into(), server: settings.check().expect("valid settings") };
+    let config = OtlpReceiverConfig { id: "otlp/test".into(), checked: settings.check().expect("valid settings") };
     let (consumer, rx) = pipeline(capacity);
     // Dropped tokens never cancel: the server lives as long as the test's runtime.
-    let (addr, _task) = config.bind(consumer, CancellationToken::new()).await.expect("bind");
+    let (addr, _task) = config.bind(consumer, memory, CancellationToken::new()).await.expect("bind");
     (addr, rx)
 }
 
@@ -200,6 +210,84 @@ async fn spans_without_ids_are_a_partial_success() {
     only_broken.span_id = vec![0; 8];
     let a = post(addr, PATH, &[PROTO], encode_proto(&request(vec![only_broken]))).await;
     assert_eq!(a.status, 400);
+    let message = rpc_status(&a).message;
+    assert!(message.contains("a `spanId` that is not 8 bytes (16 hex digits) or is all zero"), "{message}");
+    assert!(message.ends_with("`chat gpt-4o #6`: all zero). OTLP/JSON ids are hex strings (`traceId`: 32 digits, `spanId`: 16) under camelCase keys"), "{message}");
+    let mut short_trace = span(7);
+    short_trace.trace_id = vec![7; 8];
+    let a = post(addr, PATH, &[PROTO], encode_proto(&request(vec![short_trace]))).await;
+    assert!(rpc_status(&a).message.contains("`chat gpt-4o #7`: 8 bytes"), "{}", rpc_status(&a).message);
+}
+
+/// Ids of the wrong length are rejected span by span, with the reason, and never
+/// forwarded; the other spans of the request go on (SPEC §2: partial success).
+#[tokio::test]
+async fn spans_with_ids_of_the_wrong_length_are_rejected_alone() {
+    let (addr, mut rx) = start().await;
+    let mut three = span(10);
+    three.parent_span_id = vec![1, 2, 3];
+    let mut five = span(11);
+    five.parent_span_id = vec![1, 2, 3, 4, 5];
+    let mut bad_link = span(12);
+    bad_link.links = vec![Link { trace_id: vec![1; 16], span_id: vec![2; 4], ..Default::default() }];
+    let mut root = span(13);
+    root.parent_span_id.clear();
+    let req = request(vec![span(9), three, five, bad_link, root]);
+    for (encoding, body) in [(PROTO, encode_proto(&req)), (JSON, encode_json(&req))] {
+        let a = post(addr, PATH, &[encoding], body).await;
+        assert_eq!(a.status, 200, "{encoding:?}");
+        let partial = if encoding == PROTO {
+            ExportTraceServiceResponse::decode(a.body.as_ref()).expect("response").partial_success
+        } else {
+            serde_json::from_slice::<ExportTraceServiceResponse>(&a.body).expect("response").partial_success
+        }
+        .expect("partial success");
+        assert_eq!(partial.rejected_spans, 3);
+        let message = &partial.error_message;
+        assert!(message.starts_with("3 of 5 span(s) rejected and not forwarded"), "{message}");
+        assert!(
+            message.contains("2 with a `parentSpanId` that is neither empty (a root span) nor 8 bytes"),
+            "{message}"
+        );
+        assert!(message.contains("(first: span 1 of the request, `chat gpt-4o #10`: 3 bytes)"), "{message}");
+        assert!(message.contains("1 with a link whose `spanId` is not 8 bytes or is all zero"), "{message}");
+        assert!(message.contains("`chat gpt-4o #12`: 4 bytes"), "{message}");
+        let kept: Vec<u8> = received(&mut rx).iter().map(|i| i.span.span_id[0]).collect();
+        assert_eq!(kept, [9, 13], "{encoding:?}: the valid spans, the root included");
+    }
+}
+
+#[tokio::test]
+async fn more_spans_than_allowed_is_413() {
+    let settings = OtlpReceiverSettings { max_spans_per_request: 10, ..Default::default() };
+    let (addr, mut rx) = start_with(settings, 16).await;
+    let req = request((1..=11).map(span).collect());
+    for (encoding, body) in [(PROTO, encode_proto(&req)), (JSON, encode_json(&req))] {
+        let a = post(addr, PATH, &[encoding], body).await;
+        assert_eq!(a.status, 413, "{encoding:?}");
+        let status = if encoding == PROTO {
+            rpc_status(&a)
+        } else {
+            serde_json::from_value::<RpcStatusJson>(a.json()).expect("status").into()
+        };
+        assert_eq!(status.code, 8);
+        assert!(status.message.contains("more than 10 spans (max_spans_per_request)"), "{}", status.message);
+    }
+    let ten = request((1..=10).map(span).collect());
+    assert_eq!(post(addr, PATH, &[PROTO], encode_proto(&ten)).await.status, 200);
+    assert_eq!(received(&mut rx).len(), 10);
+}
+
+#[derive(serde::Deserialize)]
+struct RpcStatusJson {
+    code: i32,
+    message: String,
+}
+
+impl From<RpcStatusJson> for RpcStatus {
+    fn from(s: RpcStatusJson) -> Self {
+        RpcStatus { code: s.code, message: s.message }
+    }
 }
 
 #[tokio::test]
@@ -268,4 +356,7 @@ fn settings_defaults() {
     let d = OtlpReceiverSettings::default();
     assert_eq!(d.endpoint, "127.0.0.1:4318");
     assert_eq!(d.max_request_body_size, ByteSize(10 * 1024 * 1024));
+    assert_eq!(d.max_spans_per_request, 20_000);
+    let e = OtlpReceiverSettings { max_spans_per_request: 0, ..Default::default() }.check().expect_err("zero");
+    assert_eq!(e.key, "max_spans_per_request");
 }

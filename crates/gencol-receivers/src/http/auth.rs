@@ -1,0 +1,104 @@
+//! The bearer check: which tokens let a client in, compared without leaking them.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+/// The bearer tokens a client may present. Tokens are secrets: they are never
+/// logged, echoed in answers, or shown by `Debug`.
+#[derive(Clone)]
+pub(crate) struct BearerAuth {
+    tokens: Arc<[Vec<u8>]>,
+}
+
+impl std::fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BearerAuth({} tokens)", self.tokens.len())
+    }
+}
+
+/// Why a request was not let in; the message says what to fix without the token.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub(crate) enum AuthError {
+    #[error("missing bearer token: send `Authorization: Bearer <token>`")]
+    Missing,
+    #[error("invalid bearer token")]
+    Invalid,
+}
+
+impl BearerAuth {
+    pub fn new(tokens: Vec<String>) -> Result<Self, String> {
+        if tokens.is_empty() {
+            return Err(
+                "auth.bearer_tokens must list at least one token (leave out `auth` for no authentication)".into()
+            );
+        }
+        // An unset `${env:TOKEN}` becomes "", which would let anyone in who sends
+        // `Bearer ` with nothing after it.
+        if let Some(i) = tokens.iter().position(|t| t.trim().is_empty()) {
+            return Err(format!("auth.bearer_tokens[{i}] is empty (is its environment variable set?)"));
+        }
+        // Trimmed like the presented token, so a stray space in YAML cannot lock everyone out.
+        Ok(BearerAuth { tokens: tokens.iter().map(|t| t.trim().as_bytes().to_vec()).collect() })
+    }
+
+    /// Checks `Authorization: Bearer <token>` against every configured token.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+        let value = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?.as_bytes();
+        let value = value.trim_ascii();
+        let presented = match value.split_first_chunk::<7>() {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest.trim_ascii(),
+            _ => return Err(AuthError::Missing),
+        };
+        // Every token is compared in full, so timing tells neither which token was
+        // close nor how much of it matched.
+        let mut ok = false;
+        for token in self.tokens.iter() {
+            ok |= constant_time_eq(presented, token);
+        }
+        if ok { Ok(()) } else { Err(AuthError::Invalid) }
+    }
+}
+
+/// Compares in time that depends only on the presented length, never on where the
+/// first difference is or on the secret's length. `expected` is never empty
+/// (checked in [`BearerAuth::new`]).
+fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
+    if expected.is_empty() {
+        return false;
+    }
+    let mut diff = u8::from(presented.len() != expected.len());
+    for (i, b) in presented.iter().enumerate() {
+        diff |= b ^ expected[i % expected.len()];
+    }
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("test header"));
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let auth = BearerAuth::new(vec!["s3cret".into(), "other-token".into()]).expect("valid");
+        assert_eq!(auth.check(&headers(&[("authorization", "Bearer s3cret")])), Ok(()));
+        assert_eq!(auth.check(&headers(&[("authorization", "bearer  other-token ")])), Ok(()));
+        assert_eq!(auth.check(&headers(&[("authorization", "Bearer s3cre")])), Err(AuthError::Invalid));
+        assert_eq!(auth.check(&headers(&[("authorization", "Bearer s3cret2")])), Err(AuthError::Invalid));
+        assert_eq!(auth.check(&headers(&[("authorization", "Bearer ")])), Err(AuthError::Missing));
+        assert_eq!(auth.check(&headers(&[("authorization", "Basic czNjcmV0")])), Err(AuthError::Missing));
+        assert_eq!(auth.check(&HeaderMap::new()), Err(AuthError::Missing));
+        assert!(!format!("{auth:?}").contains("s3cret"));
+    }
+}
