@@ -296,7 +296,7 @@ fn capped(mut error: String) -> String {
             end -= 1;
         }
         error.truncate(end);
-        error.push_str("…");
+        error.push('…');
     }
     error
 }

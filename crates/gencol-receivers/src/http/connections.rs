@@ -7,13 +7,16 @@
 //! closed to make room: an idle connection costs its client nothing to open again,
 //! while refusing newcomers would let a few thousand idle sockets lock every sender
 //! out. Only when every connection is busy with a request is the newcomer refused, with
-//! a 503 written at once and nothing read. Accepting never spins: when it fails (out of
-//! file descriptors) the loop waits, longer each time, and says so at most every 10 s.
+//! a 503 written at once and nothing read. A connection closed to make room holds its
+//! socket until its task runs; accepting pauses while too many such sockets are still
+//! open, so the descriptors in use stay within an eighth over the limit. Accepting never
+//! spins: when it fails (out of file descriptors) the loop waits, longer each time, and
+//! says so at most every 10 s.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +24,7 @@ use gencol_engine::CancellationToken;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::{Endpoint, ReceiverError};
@@ -73,12 +77,16 @@ async fn accept_loop<E: Endpoint>(
     let mut failures = AcceptFailures::default();
     let mut connections = JoinSet::new();
     loop {
+        let room = open.has_sockets_to_spare();
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             // Reap finished connections so the set does not grow with every client.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => {
+            // Too many sockets still open (closed ones whose tasks have not run yet):
+            // wait for one to go before taking another from the kernel's queue.
+            () = open.socket_closed.notified(), if !room => {}
+            accepted = listener.accept(), if room => {
                 let (stream, peer) = match accepted {
                     Ok(a) => {
                         failures.succeeded();
@@ -117,18 +125,20 @@ async fn accept_loop<E: Endpoint>(
                 let shutdown = shutdown.clone();
                 let open = open.clone();
                 connections.spawn(async move {
-                    tokio::pin!(http_conn);
-                    let result = tokio::select! {
-                        r = http_conn.as_mut() => r,
-                        () = shutdown.cancelled() => {
-                            http_conn.as_mut().graceful_shutdown();
-                            http_conn.await
+                    // The connection (and its socket) is dropped at the end of this block.
+                    let result = {
+                        tokio::pin!(http_conn);
+                        tokio::select! {
+                            r = http_conn.as_mut() => r,
+                            () = shutdown.cancelled() => {
+                                http_conn.as_mut().graceful_shutdown();
+                                http_conn.await
+                            }
+                            // Made room for a newer connection while waiting for a request.
+                            () = conn.evicted.cancelled() => Ok(()),
                         }
-                        // Made room for a newer connection while waiting for a request:
-                        // dropping the connection closes it.
-                        () = conn.evicted.cancelled() => Ok(()),
                     };
-                    open.close(conn.id);
+                    open.close(&conn);
                     if let Err(e) = result {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
@@ -145,7 +155,12 @@ struct OpenConnections {
     max: usize,
     epoch: Instant,
     next_id: AtomicU64,
+    /// Connections that count against `max` (one closed to make room no longer does).
     by_id: Mutex<HashMap<u64, Arc<Connection>>>,
+    /// Sockets open, closed-to-make-room ones included until their task drops them.
+    sockets: AtomicUsize,
+    /// Told whenever a socket is dropped.
+    socket_closed: Notify,
 }
 
 /// One open connection, shared by its task and the listener.
@@ -161,7 +176,20 @@ struct Connection {
 
 impl OpenConnections {
     fn new(max: usize) -> Self {
-        OpenConnections { max, epoch: Instant::now(), next_id: AtomicU64::new(0), by_id: Mutex::new(HashMap::new()) }
+        OpenConnections {
+            max,
+            epoch: Instant::now(),
+            next_id: AtomicU64::new(0),
+            by_id: Mutex::new(HashMap::new()),
+            sockets: AtomicUsize::new(0),
+            socket_closed: Notify::new(),
+        }
+    }
+
+    /// Whether another socket may be taken: at most an eighth more than `max` are open,
+    /// the excess being connections closed to make room whose tasks have not run yet.
+    fn has_sockets_to_spare(&self) -> bool {
+        self.sockets.load(Ordering::Acquire) < self.max + self.max / 8 + 1
     }
 
     /// A place for a new connection: a free one, else the place of the connection that
@@ -189,11 +217,15 @@ impl OpenConnections {
         });
         conn.waiting();
         by_id.insert(conn.id, conn.clone());
+        self.sockets.fetch_add(1, Ordering::AcqRel);
         Some(conn)
     }
 
-    fn close(&self, id: u64) {
-        self.by_id.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    /// The connection's socket is dropped.
+    fn close(&self, conn: &Connection) {
+        self.by_id.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn.id);
+        self.sockets.fetch_sub(1, Ordering::AcqRel);
+        self.socket_closed.notify_one();
     }
 }
 
@@ -309,8 +341,17 @@ mod tests {
         let d = open.admit().expect("c is idle again");
         assert!(c.evicted.is_cancelled());
         assert!(!b.evicted.is_cancelled());
-        open.close(d.id);
-        open.close(b.id);
+        // a and c were closed to make room, but their tasks still hold their sockets: 4
+        // open, one more than 2 + 2/8 + 1 allows, so accepting waits.
+        assert!(!open.has_sockets_to_spare());
+        open.close(&a);
+        open.close(&c);
+        assert!(open.has_sockets_to_spare());
+        let e = open.admit().expect("b busy, d idle: d makes room");
+        assert!(d.evicted.is_cancelled());
+        open.close(&d);
+        open.close(&b);
+        open.close(&e);
         assert!(open.admit().is_some());
     }
 
