@@ -199,13 +199,18 @@ fn decode(body: &Bytes, encoding: Encoding, meter: &mut Meter) -> Result<Decoded
     let mut spans = from_request_metered(request, meter)?;
     let mut rejected = Rejected::default();
     let mut index = 0;
-    spans.retain(|item| {
-        let flaw = flaw(&item.span);
-        if let Some(flaw) = flaw {
-            rejected.add(flaw, index, &item.span);
+    spans.retain_mut(|item| {
+        // An all-zero parent is OTLP's "no parent": sent as a root, as backends read it.
+        let parent = &mut item.span.parent_span_id;
+        if parent.len() == 8 && parent.iter().all(|b| *b == 0) {
+            parent.clear();
+        }
+        let bad = bad_id(&item.span);
+        if let Some(bad) = bad {
+            rejected.add(bad, index, &item.span);
         }
         index += 1;
-        flaw.is_none()
+        bad.is_none()
     });
     if rejected.total == 0 {
         return Ok(Decoded { spans, rejected: None });
@@ -221,49 +226,49 @@ fn decode(body: &Bytes, encoding: Encoding, meter: &mut Meter) -> Result<Decoded
 /// What makes a span undeliverable: OTLP backends refuse a whole batch holding one, so
 /// it is reported back to its sender instead of forwarded.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Flaw {
-    /// Not 16 bytes, or all zero.
-    TraceId(usize),
-    /// Not 8 bytes, or all zero.
-    SpanId(usize),
-    /// Neither empty (a root) nor 8 bytes.
-    ParentSpanId(usize),
+enum BadId {
+    /// The trace id is not 16 bytes, or all zero.
+    Trace(usize),
+    /// The span id is not 8 bytes, or all zero.
+    Span(usize),
+    /// The parent span id is neither empty (a root) nor 8 bytes.
+    Parent(usize),
     /// A link's trace id is not 16 bytes, or all zero.
-    LinkTraceId(usize),
+    LinkTrace(usize),
     /// A link's span id is not 8 bytes, or all zero.
-    LinkSpanId(usize),
+    LinkSpan(usize),
 }
 
-impl Flaw {
+impl BadId {
     const KINDS: usize = 5;
 
     fn kind(self) -> usize {
         match self {
-            Flaw::TraceId(_) => 0,
-            Flaw::SpanId(_) => 1,
-            Flaw::ParentSpanId(_) => 2,
-            Flaw::LinkTraceId(_) => 3,
-            Flaw::LinkSpanId(_) => 4,
+            BadId::Trace(_) => 0,
+            BadId::Span(_) => 1,
+            BadId::Parent(_) => 2,
+            BadId::LinkTrace(_) => 3,
+            BadId::LinkSpan(_) => 4,
         }
     }
 
     /// The rule broken, in OTLP/JSON's terms.
     fn rule(self) -> &'static str {
         match self {
-            Flaw::TraceId(_) => "a `traceId` that is not 16 bytes (32 hex digits) or is all zero",
-            Flaw::SpanId(_) => "a `spanId` that is not 8 bytes (16 hex digits) or is all zero",
-            Flaw::ParentSpanId(_) => "a `parentSpanId` that is neither empty (a root span) nor 8 bytes (16 hex digits)",
-            Flaw::LinkTraceId(_) => "a link whose `traceId` is not 16 bytes or is all zero",
-            Flaw::LinkSpanId(_) => "a link whose `spanId` is not 8 bytes or is all zero",
+            BadId::Trace(_) => "a `traceId` that is not 16 bytes (32 hex digits) or is all zero",
+            BadId::Span(_) => "a `spanId` that is not 8 bytes (16 hex digits) or is all zero",
+            BadId::Parent(_) => "a `parentSpanId` that is neither empty (a root span) nor 8 bytes (16 hex digits)",
+            BadId::LinkTrace(_) => "a link whose `traceId` is not 16 bytes or is all zero",
+            BadId::LinkSpan(_) => "a link whose `spanId` is not 8 bytes or is all zero",
         }
     }
 
     /// What this span has instead.
     fn found(self) -> String {
         let (len, right_len) = match self {
-            Flaw::TraceId(n) | Flaw::LinkTraceId(n) => (n, Some(16)),
-            Flaw::SpanId(n) | Flaw::LinkSpanId(n) => (n, Some(8)),
-            Flaw::ParentSpanId(n) => (n, None),
+            BadId::Trace(n) | BadId::LinkTrace(n) => (n, Some(16)),
+            BadId::Span(n) | BadId::LinkSpan(n) => (n, Some(8)),
+            BadId::Parent(n) => (n, None),
         };
         match len {
             0 => "missing".to_owned(),
@@ -273,24 +278,24 @@ impl Flaw {
     }
 }
 
-/// The first thing wrong with a span, if anything.
-fn flaw(span: &Span) -> Option<Flaw> {
+/// The first id of a span that destinations would refuse, if any.
+fn bad_id(span: &Span) -> Option<BadId> {
     let valid = |id: &[u8], len: usize| id.len() == len && id.iter().any(|b| *b != 0);
     if !valid(&span.trace_id, 16) {
-        return Some(Flaw::TraceId(span.trace_id.len()));
+        return Some(BadId::Trace(span.trace_id.len()));
     }
     if !valid(&span.span_id, 8) {
-        return Some(Flaw::SpanId(span.span_id.len()));
+        return Some(BadId::Span(span.span_id.len()));
     }
     if !(span.parent_span_id.is_empty() || span.parent_span_id.len() == 8) {
-        return Some(Flaw::ParentSpanId(span.parent_span_id.len()));
+        return Some(BadId::Parent(span.parent_span_id.len()));
     }
     for link in &span.links {
         if !valid(&link.trace_id, 16) {
-            return Some(Flaw::LinkTraceId(link.trace_id.len()));
+            return Some(BadId::LinkTrace(link.trace_id.len()));
         }
         if !valid(&link.span_id, 8) {
-            return Some(Flaw::LinkSpanId(link.span_id.len()));
+            return Some(BadId::LinkSpan(link.span_id.len()));
         }
     }
     None
@@ -301,17 +306,17 @@ fn flaw(span: &Span) -> Option<Flaw> {
 #[derive(Default)]
 struct Rejected {
     total: usize,
-    by_kind: [Option<(usize, Flaw, usize, String)>; Flaw::KINDS],
+    by_kind: [Option<(usize, BadId, usize, String)>; BadId::KINDS],
 }
 
 impl Rejected {
-    fn add(&mut self, flaw: Flaw, index: usize, span: &Span) {
+    fn add(&mut self, bad: BadId, index: usize, span: &Span) {
         self.total += 1;
-        match &mut self.by_kind[flaw.kind()] {
+        match &mut self.by_kind[bad.kind()] {
             Some((count, ..)) => *count += 1,
             slot @ None => {
                 let name: String = span.name.chars().take(64).collect();
-                *slot = Some((1, flaw, index, name));
+                *slot = Some((1, bad, index, name));
             }
         }
     }
@@ -321,8 +326,8 @@ impl Rejected {
             .by_kind
             .iter()
             .flatten()
-            .map(|(count, flaw, index, name)| {
-                format!("{count} with {} (first: span {index} of the request, `{name}`: {})", flaw.rule(), flaw.found())
+            .map(|(count, bad, index, name)| {
+                format!("{count} with {} (first: span {index} of the request, `{name}`: {})", bad.rule(), bad.found())
             })
             .collect();
         format!(

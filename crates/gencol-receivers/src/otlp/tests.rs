@@ -231,7 +231,7 @@ async fn spans_with_ids_of_the_wrong_length_are_rejected_alone() {
     let mut bad_link = span(12);
     bad_link.links = vec![Link { trace_id: vec![1; 16], span_id: vec![2; 4], ..Default::default() }];
     let mut root = span(13);
-    root.parent_span_id.clear();
+    root.parent_span_id = vec![0; 8];
     let req = request(vec![span(9), three, five, bad_link, root]);
     for (encoding, body) in [(PROTO, encode_proto(&req)), (JSON, encode_json(&req))] {
         let a = post(addr, PATH, &[encoding], body).await;
@@ -252,8 +252,10 @@ async fn spans_with_ids_of_the_wrong_length_are_rejected_alone() {
         assert!(message.contains("(first: span 1 of the request, `chat gpt-4o #10`: 3 bytes)"), "{message}");
         assert!(message.contains("1 with a link whose `spanId` is not 8 bytes or is all zero"), "{message}");
         assert!(message.contains("`chat gpt-4o #12`: 4 bytes"), "{message}");
-        let kept: Vec<u8> = received(&mut rx).iter().map(|i| i.span.span_id[0]).collect();
-        assert_eq!(kept, [9, 13], "{encoding:?}: the valid spans, the root included");
+        let kept = received(&mut rx);
+        let ids: Vec<u8> = kept.iter().map(|i| i.span.span_id[0]).collect();
+        assert_eq!(ids, [9, 13], "{encoding:?}: the valid spans, the root included");
+        assert!(kept[1].span.parent_span_id.is_empty(), "an all-zero parent is sent as none");
     }
 }
 
