@@ -34,6 +34,8 @@ pub struct Gencol {
 
 /// The command line and environment of one gencol, kept for restarts.
 struct Launch {
+    /// A command gencol runs under (`prlimit --nofile=256:256`), which execs it.
+    wrapper: Vec<String>,
     files: Vec<PathBuf>,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -53,12 +55,22 @@ impl Gencol {
     /// `gencol run ARGS... --config FILE... --config <yaml>`: the `files` (e.g. a shipped
     /// pipeline) first, then `yaml` (ports filled in as in [`Gencol::start`]) merged over
     /// them, so a test can run `pipelines/*.yaml` on free ports with short windows.
+    /// [`Gencol::start`] under a command that execs gencol with the same pid, e.g.
+    /// `["prlimit", "--nofile=256:256"]` to run it with few file descriptors.
+    pub fn start_under(wrapper: &[&str], yaml: &str) -> Gencol {
+        Self::start_launch(wrapper, &[], yaml, &[], &[])
+    }
+
     pub fn start_configs(files: &[&Path], yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Gencol {
+        Self::start_launch(&[], files, yaml, args, env)
+    }
+
+    fn start_launch(wrapper: &[&str], files: &[&Path], yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Gencol {
         // A port found free can be taken by a parallel test before gencol binds it; gencol
         // then refuses to start (no half-start), and the test starts it again on new ports.
         let mut attempts = 1;
         loop {
-            let mut g = Self::spawn(files, yaml, args, env);
+            let mut g = Self::spawn(wrapper, files, yaml, args, env);
             match g.wait_listening(g.generations_port) {
                 Ok(()) => return g,
                 Err(e) if attempts < 3 && e.contains("cannot listen") => attempts += 1,
@@ -67,7 +79,7 @@ impl Gencol {
         }
     }
 
-    fn spawn(files: &[&Path], yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Gencol {
+    fn spawn(wrapper: &[&str], files: &[&Path], yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Gencol {
         let generations_port = free_port();
         let otlp_port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -77,6 +89,7 @@ impl Gencol {
             .replace("{DIR}", &dir.path().display().to_string());
         std::fs::write(dir.path().join("gencol.yaml"), yaml).expect("write config");
         let launch = Launch {
+            wrapper: wrapper.iter().map(|w| w.to_string()).collect(),
             files: files.iter().map(|f| f.to_path_buf()).collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -92,7 +105,14 @@ impl Gencol {
         let log = |name: &str| {
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(name)).expect("log file")
         };
-        let mut cmd = Command::new(gencol_bin());
+        let mut cmd = match self.launch.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(gencol_bin());
+                cmd
+            }
+            None => Command::new(gencol_bin()),
+        };
         cmd.arg("run").args(&self.launch.args);
         for file in &self.launch.files {
             cmd.arg("--config").arg(file);
