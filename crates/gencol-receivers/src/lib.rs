@@ -1,9 +1,10 @@
 //! gencol's receivers, where data enters a pipeline: `generations` (generation
 //! records an LLM gateway posts, SPEC §2) and `otlp` (standard OTLP/HTTP traces).
 //!
-//! Both are HTTP/1.1 servers built from the same plumbing (the `http` module:
-//! listener, bearer auth, body and gzip limits), so they refuse, limit and shut
-//! down alike; they differ only in what a body means. A receiver hands each
+//! Both are HTTP/1.1 servers built from the same plumbing (the `http` module: the
+//! listener and its bound on connections, bearer auth, reading a body within its size,
+//! time and memory limits), so they refuse, limit and shut down alike; they differ only
+//! in what a body means. A receiver hands each
 //! request's spans to its pipelines all or nothing and answers 503 when any is full,
 //! so a sender's retry is never a duplicate of something half kept.
 
