@@ -1,7 +1,10 @@
 //! The top-level layout of a gencol config: `plugins`, `receivers`, `processors`,
 //! `exporters`, `service.pipelines`.
 
+use std::collections::BTreeMap;
 use std::fmt;
+
+use serde::Deserialize;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, closest_name};
 use crate::node::{Loc, Located, Node, decode};
@@ -154,6 +157,9 @@ pub struct ServiceConfig {
     pub log_format: Option<String>,
     /// Where the `health_check` extension listens, when `service.extensions` lists it.
     pub health_check: Option<Located<String>>,
+    /// `service.telemetry.metrics`: gencol's own metrics; nothing is served or pushed
+    /// unless it is written.
+    pub metrics: MetricsConfig,
     /// `service.data_dir` (default `./gencol-data`; a relative path is taken from the
     /// working directory, as the Collector's storage does); disk queues and `hierarchy`
     /// state live under it.
@@ -183,6 +189,7 @@ impl ServiceConfig {
             log_level: None,
             log_format: None,
             health_check: None,
+            metrics: MetricsConfig::default(),
             data_dir: std::path::PathBuf::from(DEFAULT_DATA_DIR),
             max_inflight_memory: DEFAULT_MAX_INFLIGHT_MEMORY,
             root: root.loc.clone(),
@@ -233,6 +240,114 @@ const LIMITS_KEYS: [&str; 1] = ["max_inflight_memory"];
 const PIPELINE_KEYS: [&str; 3] = ["receivers", "processors", "exporters"];
 const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 const LOG_FORMATS: [&str; 2] = ["text", "json"];
+
+/// `service.telemetry.metrics.otlp.interval` when none is written: the Collector's own
+/// default, frequent enough for dashboards, rare enough to cost nothing.
+pub const DEFAULT_PUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Pushing more often than this only loads the backend; tests use 1s.
+const MIN_PUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// `service.telemetry.metrics.prometheus.endpoint` when `prometheus:` is written
+/// without one: the Collector's port for its own metrics, on loopback only.
+pub const DEFAULT_PROMETHEUS_ENDPOINT: &str = "127.0.0.1:8888";
+
+/// `service.telemetry.metrics`, checked.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served (`host:port`), if anywhere.
+    pub prometheus: Option<String>,
+    /// Where metrics are pushed with OTLP/HTTP, if anywhere.
+    pub otlp: Option<OtlpMetricsConfig>,
+}
+
+/// `service.telemetry.metrics.otlp`.
+#[derive(Clone)]
+pub struct OtlpMetricsConfig {
+    /// The full URL metrics are posted to (`https://host/v1/metrics`).
+    pub endpoint: String,
+    /// Headers sent with every push; their values are secrets (API keys).
+    pub headers: BTreeMap<String, String>,
+    /// How often metrics are pushed.
+    pub interval: std::time::Duration,
+}
+
+/// Header values are secrets: only their names are shown.
+impl fmt::Debug for OtlpMetricsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtlpMetricsConfig")
+            .field("endpoint", &self.endpoint)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("interval", &self.interval)
+            .finish()
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSettings {
+    prometheus: Option<PrometheusSettings>,
+    otlp: Option<OtlpSettings>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrometheusSettings {
+    #[serde(default = "default_prometheus_endpoint")]
+    endpoint: String,
+}
+
+fn default_prometheus_endpoint() -> String {
+    DEFAULT_PROMETHEUS_ENDPOINT.to_owned()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OtlpSettings {
+    endpoint: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default = "default_push_interval")]
+    interval: Duration,
+}
+
+fn default_push_interval() -> Duration {
+    Duration(DEFAULT_PUSH_INTERVAL)
+}
+
+/// A listening address: `host:port` or `[v6]:port`; port 0 asks the OS for a free one
+/// (tests). Used for every address gencol listens on.
+pub fn check_host_port(endpoint: &str) -> Result<(), String> {
+    let hint = "write host:port, e.g. 127.0.0.1:4318 or 0.0.0.0:4318";
+    let Some((host, port)) = endpoint.rsplit_once(':') else {
+        return Err(format!("endpoint `{endpoint}` has no port: {hint}"));
+    };
+    if host.is_empty() {
+        return Err(format!("endpoint `{endpoint}` has no host: {hint}"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!("endpoint `{endpoint}`: put an IPv6 address in brackets, e.g. [::1]:4318"));
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(format!("endpoint `{endpoint}` has an invalid port `{port}`: {hint}"));
+    }
+    Ok(())
+}
+
+/// An `http://` or `https://` URL with a host and no userinfo (a password there would
+/// end up in logs; put credentials in `headers`).
+fn check_metrics_url(url: &str) -> Result<(), String> {
+    let hint = "write the full URL, e.g. https://otlp.example.com/v1/metrics";
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+        return Err(format!("`{url}` is not an http:// or https:// URL: {hint}"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("the URL holds a user name or password: put credentials in `headers` instead".to_owned());
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err(format!("`{url}` has no host: {hint}"));
+    }
+    Ok(())
+}
 
 /// Collects every layout problem; each method checks one section and keeps going.
 #[derive(Default)]
@@ -343,7 +458,7 @@ impl Check {
                         self.diags.push(d);
                     }
                 },
-                "telemetry" => (config.log_level, config.log_format) = self.telemetry(value),
+                "telemetry" => self.telemetry(value, config),
                 // Checked against `extensions:` once the whole file is read.
                 "extensions" => {}
                 "limits" => self.limits(value, config),
@@ -401,7 +516,7 @@ impl Check {
                     continue;
                 }
                 match &v.value {
-                    Node::String(e) => match check_listen_address(e) {
+                    Node::String(e) => match check_host_port(e) {
                         Ok(()) => endpoint = Located { value: e.clone(), loc: v.loc.clone() },
                         Err(why) => self.error(&v.loc, format!("{path}.endpoint: {why}")),
                     },
@@ -485,23 +600,83 @@ impl Check {
         health_check
     }
 
-    /// `service.telemetry:`: `logs.level` and `logs.format`.
-    fn telemetry(&mut self, node: &Located<Node>) -> (Option<String>, Option<String>) {
-        let (mut level, mut format) = (None, None);
+    /// `service.telemetry:`: `logs.level`, `logs.format` and `metrics`.
+    fn telemetry(&mut self, node: &Located<Node>, config: &mut ServiceConfig) {
         for (key, value) in self.map_entries(node, "service.telemetry", "`telemetry`") {
-            if key.value != "logs" {
-                self.unknown_key(key, "service.telemetry", &key.value, &["logs"]);
-                continue;
-            }
-            for (key, value) in self.map_entries(value, "service.telemetry.logs", "`logs`") {
-                match key.value.as_str() {
-                    "level" => level = self.one_of(value, "service.telemetry.logs.level", "level", &LOG_LEVELS),
-                    "format" => format = self.one_of(value, "service.telemetry.logs.format", "format", &LOG_FORMATS),
-                    _ => self.unknown_key(key, "service.telemetry.logs", &key.value, &["level", "format"]),
+            match key.value.as_str() {
+                "logs" => {
+                    for (key, value) in self.map_entries(value, "service.telemetry.logs", "`logs`") {
+                        match key.value.as_str() {
+                            "level" => {
+                                config.log_level =
+                                    self.one_of(value, "service.telemetry.logs.level", "level", &LOG_LEVELS)
+                            }
+                            "format" => {
+                                config.log_format =
+                                    self.one_of(value, "service.telemetry.logs.format", "format", &LOG_FORMATS)
+                            }
+                            _ => self.unknown_key(key, "service.telemetry.logs", &key.value, &["level", "format"]),
+                        }
+                    }
                 }
+                "metrics" => config.metrics = self.metrics(value),
+                _ => self.unknown_key(key, "service.telemetry", &key.value, &["logs", "metrics"]),
             }
         }
-        (level, format)
+    }
+
+    /// `service.telemetry.metrics:`: `prometheus.endpoint` and `otlp`.
+    fn metrics(&mut self, node: &Located<Node>) -> MetricsConfig {
+        const PATH: &str = "service.telemetry.metrics";
+        let settings: MetricsSettings = match node.value {
+            Node::Null => MetricsSettings::default(),
+            _ => match decode(node) {
+                Ok(s) => s,
+                Err(mut d) => {
+                    d.message = format!("{PATH}: {}", d.message);
+                    self.diags.push(d);
+                    return MetricsConfig::default();
+                }
+            },
+        };
+        let mut config = MetricsConfig::default();
+        // `prometheus:` written with nothing after it serves on the default endpoint.
+        let written = node.value.get("prometheus").is_some();
+        let prometheus = settings
+            .prometheus
+            .or_else(|| written.then(|| PrometheusSettings { endpoint: default_prometheus_endpoint() }));
+        if let Some(prometheus) = prometheus {
+            let loc = node.value.get("prometheus").and_then(|p| p.value.get("endpoint")).map_or(&node.loc, |n| &n.loc);
+            match check_host_port(&prometheus.endpoint) {
+                Ok(()) => config.prometheus = Some(prometheus.endpoint),
+                Err(message) => self.error(loc, format!("{PATH}.prometheus.endpoint: {message}")),
+            }
+        }
+        if let Some(otlp) = settings.otlp {
+            let otlp_node = node.value.get("otlp");
+            let at = |key: &str| otlp_node.and_then(|o| o.value.get(key)).map_or(&node.loc, |n| &n.loc).clone();
+            let mut ok = true;
+            if let Err(message) = check_metrics_url(&otlp.endpoint) {
+                self.error(&at("endpoint"), format!("{PATH}.otlp.endpoint: {message}"));
+                ok = false;
+            }
+            if otlp.interval.0 < MIN_PUSH_INTERVAL {
+                let message = format!(
+                    "{PATH}.otlp.interval: `{}` is too short: push at most once a second (e.g. `30s`)",
+                    otlp.interval
+                );
+                self.error(&at("interval"), message);
+                ok = false;
+            }
+            if ok {
+                config.otlp = Some(OtlpMetricsConfig {
+                    endpoint: otlp.endpoint,
+                    headers: otlp.headers,
+                    interval: otlp.interval.0,
+                });
+            }
+        }
+        config
     }
 
     /// A string that must be one of `allowed`, or an error naming them.
@@ -635,22 +810,4 @@ impl Check {
 fn with_article(kind: &str) -> String {
     let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
     format!("{article} {kind}")
-}
-
-/// `host:port` (`[v6]:port`) to listen on; port 0 asks the system for a free one.
-fn check_listen_address(endpoint: &str) -> Result<(), String> {
-    let hint = "write host:port, e.g. 127.0.0.1:13133 or 0.0.0.0:13133";
-    let Some((host, port)) = endpoint.rsplit_once(':') else {
-        return Err(format!("`{endpoint}` has no port: {hint}"));
-    };
-    if host.is_empty() {
-        return Err(format!("`{endpoint}` has no host: {hint}"));
-    }
-    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return Err(format!("`{endpoint}`: put an IPv6 address in brackets, e.g. [::1]:13133"));
-    }
-    if port.parse::<u16>().is_err() {
-        return Err(format!("`{endpoint}` has an invalid port `{port}`: {hint}"));
-    }
-    Ok(())
 }

@@ -19,7 +19,10 @@ mod units;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity, closest_name};
-pub use layout::{ComponentEntry, ComponentId, PipelineEntry, PipelineId, ServiceConfig, Signal};
+pub use layout::{
+    ComponentEntry, ComponentId, DEFAULT_PROMETHEUS_ENDPOINT, DEFAULT_PUSH_INTERVAL, MetricsConfig, OtlpMetricsConfig,
+    PipelineEntry, PipelineId, ServiceConfig, Signal, check_host_port,
+};
 pub use load::{EnvLookup, load_files, load_str, process_env};
 pub use node::{Loc, Located, Node, decode};
 pub use units::{ByteSize, Duration};

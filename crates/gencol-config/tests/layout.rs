@@ -254,7 +254,7 @@ fn bad_telemetry() {
             "c.yaml:5:36: service.telemetry.logs.format: unknown format `jsn`, did you mean `json`? \
              (expected one of: text, json)",
             "c.yaml:5:41: service.telemetry.logs: unknown key `colour` (expected one of: level, format)",
-            "c.yaml:6:5: service.telemetry: unknown key `metrics` (expected one of: logs)",
+            "c.yaml:6:15: service.telemetry.metrics: unknown key `level` (expected one of: prometheus, otlp)",
         ]
     );
 }
@@ -277,6 +277,84 @@ fn service_limits() {
         only(&text),
         "c.yaml:4:33: service.limits.max_inflight_memory: invalid size \"lots\": write a number of bytes (4096) or a \
          number with a unit (512KiB, 10MiB, 1GB)"
+    );
+}
+
+#[test]
+fn metrics_settings() {
+    let text = format!(
+        "{PIPELINE}  telemetry:\n    metrics:\n      prometheus: {{endpoint: 0.0.0.0:9464}}\n      otlp:\n        endpoint: https://otlp.example.com/v1/metrics\n        headers: {{x-api-key: \"${{env:GENCOL_TOKEN}}\"}}\n        interval: 5s\n"
+    );
+    let config = check(&text);
+    assert_eq!(config.metrics.prometheus.as_deref(), Some("0.0.0.0:9464"));
+    let otlp = config.metrics.otlp.expect("otlp push configured");
+    assert_eq!(otlp.endpoint, "https://otlp.example.com/v1/metrics");
+    assert_eq!(otlp.headers.get("x-api-key").map(String::as_str), Some("s3cr3t-t0ken"));
+    assert_eq!(otlp.interval, Duration::from_secs(5));
+    assert!(!format!("{otlp:?}").contains("s3cr3t"), "header values are secrets: {otlp:?}");
+}
+
+#[test]
+fn metrics_defaults() {
+    let config = check(&format!(
+        "{PIPELINE}  telemetry:\n    metrics:\n      prometheus:\n      otlp: {{endpoint: http://127.0.0.1:4318/v1/metrics}}\n"
+    ));
+    assert_eq!(config.metrics.prometheus.as_deref(), Some("127.0.0.1:8888"));
+    let otlp = config.metrics.otlp.expect("otlp push configured");
+    assert_eq!(otlp.interval, Duration::from_secs(30));
+    assert!(otlp.headers.is_empty());
+    let none = check(PIPELINE);
+    assert!(none.metrics.prometheus.is_none() && none.metrics.otlp.is_none());
+}
+
+#[test]
+fn bad_metrics_endpoint() {
+    let text = format!("{PIPELINE}  telemetry:\n    metrics:\n      prometheus: {{endpoint: localhost}}\n");
+    assert_eq!(
+        only(&text),
+        "c.yaml:6:30: service.telemetry.metrics.prometheus.endpoint: endpoint `localhost` has no port: \
+         write host:port, e.g. 127.0.0.1:4318 or 0.0.0.0:4318"
+    );
+    let text = format!("{PIPELINE}  telemetry:\n    metrics:\n      otlp: {{endpoint: \"otlp.example.com:4318\"}}\n");
+    assert_eq!(
+        only(&text),
+        "c.yaml:6:24: service.telemetry.metrics.otlp.endpoint: `otlp.example.com:4318` is not an http:// or \
+         https:// URL: write the full URL, e.g. https://otlp.example.com/v1/metrics"
+    );
+    let text = format!(
+        "{PIPELINE}  telemetry:\n    metrics:\n      otlp: {{endpoint: \"https://me:${{env:GENCOL_TOKEN}}@otlp.example.com\"}}\n"
+    );
+    let line = only(&text);
+    assert!(line.contains("put credentials in `headers`") && !line.contains("s3cr3t"), "{line}");
+}
+
+#[test]
+fn unknown_metrics_key() {
+    let text = format!(
+        "{PIPELINE}  telemetry:\n    metrics:\n      otlp: {{endpoint: \"http://127.0.0.1:1/v1/metrics\", intervall: 5s}}\n"
+    );
+    assert_eq!(
+        only(&text),
+        "c.yaml:6:57: service.telemetry.metrics: otlp: unknown key `intervall`, did you mean `interval`? \
+         (expected one of: endpoint, headers, interval)"
+    );
+}
+
+#[test]
+fn bad_metrics_interval() {
+    let text = format!(
+        "{PIPELINE}  telemetry:\n    metrics:\n      otlp: {{endpoint: \"http://127.0.0.1:1/v1/metrics\", interval: 30}}\n"
+    );
+    assert_eq!(
+        only(&text),
+        "c.yaml:6:67: service.telemetry.metrics: otlp.interval: duration `30` has no unit: add one, e.g. `30s` or `30ms`"
+    );
+    let text = format!(
+        "{PIPELINE}  telemetry:\n    metrics:\n      otlp: {{endpoint: \"http://127.0.0.1:1/v1/metrics\", interval: 100ms}}\n"
+    );
+    assert_eq!(
+        only(&text),
+        "c.yaml:6:67: service.telemetry.metrics.otlp.interval: `100ms` is too short: push at most once a second (e.g. `30s`)"
     );
 }
 
@@ -366,8 +444,8 @@ fn health_check_extension() {
         )),
         [
             "c.yaml:2:3: extensions: unknown key `zpages` (expected one of: health_check)",
-            "c.yaml:3:28: extensions.health_check.endpoint: `localhost` has no port: write host:port, e.g. \
-             127.0.0.1:13133 or 0.0.0.0:13133",
+            "c.yaml:3:28: extensions.health_check.endpoint: endpoint `localhost` has no port: write host:port, \
+             e.g. 127.0.0.1:4318 or 0.0.0.0:4318",
             "c.yaml:3:39: extensions.health_check: unknown key `path` (expected one of: endpoint)",
         ]
     );

@@ -122,7 +122,7 @@ impl SettingsError {
 impl ServerSettings {
     /// Checks what serde cannot (no I/O: the endpoint's host is resolved at bind).
     pub fn check(keys: ListenerKeys) -> Result<Self, SettingsError> {
-        check_endpoint(&keys.endpoint).map_err(|message| SettingsError::new("endpoint", message))?;
+        gencol_config::check_host_port(&keys.endpoint).map_err(|message| SettingsError::new("endpoint", message))?;
         let auth = match keys.auth {
             None => None,
             Some(a) => Some(BearerAuth::new(a.bearer_tokens).map_err(|message| SettingsError::new("auth", message))?),
@@ -156,24 +156,6 @@ pub(crate) fn check_max_items(key: &'static str, value: usize) -> Result<usize, 
         return Err(SettingsError::new(key, format!("{key} must be at least 1")));
     }
     Ok(value)
-}
-
-/// `host:port`, `[v6]:port`; port 0 asks the OS for a free one (tests).
-fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let hint = "write host:port, e.g. 127.0.0.1:4318 or 0.0.0.0:4318";
-    let Some((host, port)) = endpoint.rsplit_once(':') else {
-        return Err(format!("endpoint `{endpoint}` has no port: {hint}"));
-    };
-    if host.is_empty() {
-        return Err(format!("endpoint `{endpoint}` has no host: {hint}"));
-    }
-    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return Err(format!("endpoint `{endpoint}`: put an IPv6 address in brackets, e.g. [::1]:4318"));
-    }
-    if port.parse::<u16>().is_err() {
-        return Err(format!("endpoint `{endpoint}` has an invalid port `{port}`: {hint}"));
-    }
-    Ok(())
 }
 
 /// Decodes a component's settings. A component written with nothing after it
