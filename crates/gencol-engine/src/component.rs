@@ -14,6 +14,7 @@ use gencol_model::budget::MemoryBudget;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{AckToken, Consumer};
+use crate::telemetry::Telemetry;
 
 /// A boxed future, so the traits stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -97,6 +98,8 @@ pub struct ProcessorContext {
     /// the pipeline has a disk queue (its 202s promise that nothing is lost); `None`
     /// otherwise.
     pub state_dir: Option<PathBuf>,
+    /// gencol's own metrics (e.g. [`Telemetry::held_traces`]).
+    pub telemetry: Telemetry,
 }
 
 /// One step of a pipeline. Runs on the pipeline's task: it owns its state, so no

@@ -7,6 +7,8 @@ use std::time::Duration;
 use gencol_model::SpanItem;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use crate::telemetry::ReceiverStats;
+
 /// Received bytes (request bodies, uncompressed) a pipeline holds before its exporters'
 /// queues have taken them; beyond it its receivers answer 503. Spans take a few times
 /// their body's size in memory, so this bounds a pipeline to tens of MiB under overload
@@ -113,11 +115,23 @@ impl PipelineInput {
 #[derive(Clone)]
 pub struct Consumer {
     pipelines: Arc<[PipelineInput]>,
+    stats: Arc<ReceiverStats>,
 }
 
 impl Consumer {
     pub fn new(pipelines: Vec<PipelineInput>) -> Self {
-        Consumer { pipelines: pipelines.into() }
+        Consumer { pipelines: pipelines.into(), stats: Arc::default() }
+    }
+
+    /// Counts into `stats` (shown as this receiver's metrics).
+    pub fn with_stats(mut self, stats: Arc<ReceiverStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// Where the receiver counts what it accepted and refused, where it decides the answer.
+    pub fn stats(&self) -> &ReceiverStats {
+        &self.stats
     }
 
     /// Reserves room for one batch in every pipeline, or in none: a channel slot and

@@ -24,6 +24,7 @@ mod pipeline;
 mod registry;
 pub mod secrets;
 mod service;
+mod telemetry;
 
 pub use delivery::{
     DELIVERY_KEYS, DeliverySettings, DeliveryStats, QueueKind, QueueSettings, RetrySettings, SyncMode, WhenFull,
@@ -32,3 +33,4 @@ pub use group_sync::{GroupSync, SyncFn};
 pub use registry::{ComponentInfo, DuplicateType, Provenance, Registry};
 pub use secrets::SecretMask;
 pub use service::{BuiltExporter, RunningService, ValidatedService};
+pub use telemetry::{HeldTraces, ReceiverStats, RefusedReason, Telemetry};

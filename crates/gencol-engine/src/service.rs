@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gencol_config::{
-    ComponentEntry, ComponentId, Diagnostic, Diagnostics, Located, Node, ServiceConfig, closest_name, decode,
+    ComponentEntry, ComponentId, Diagnostic, Diagnostics, Located, MetricsConfig, Node, ServiceConfig, closest_name,
+    decode,
 };
 use gencol_model::budget::MemoryBudget;
 use tokio::sync::mpsc;
@@ -23,6 +24,7 @@ use crate::delivery::{
 };
 use crate::pipeline::run_pipeline;
 use crate::registry::Registry;
+use crate::telemetry::Telemetry;
 
 /// Batches a pipeline's channel holds before its receivers answer 503; what they hold
 /// is bounded in bytes by [`crate::consumer::PIPELINE_BUDGET_BYTES`].
@@ -58,6 +60,8 @@ pub struct ValidatedService {
     max_inflight_memory: u64,
     /// Findings that do not stop gencol (unused components, missing `namespace`).
     pub warnings: Diagnostics,
+    /// `service.telemetry.metrics`, for the binary to set up before [`Self::start`].
+    pub metrics: MetricsConfig,
 }
 
 fn base_dir(loc_file: &str) -> PathBuf {
@@ -253,6 +257,7 @@ impl ValidatedService {
             data_dir: config.data_dir.clone(),
             max_inflight_memory: config.max_inflight_memory,
             warnings: diags,
+            metrics: config.metrics.clone(),
         })
     }
 
@@ -276,8 +281,8 @@ impl ValidatedService {
 
     /// Starts everything: exporters, then pipelines, then receivers. If any part fails
     /// to start (a port in use), what was started is stopped again and the error
-    /// returned: gencol never half-starts.
-    pub async fn start(self) -> Result<RunningService, String> {
+    /// returned: gencol never half-starts. Each component counts into `telemetry`.
+    pub async fn start(self, telemetry: &Telemetry) -> Result<RunningService, String> {
         let used_exporters: BTreeSet<&ComponentId> = self.pipelines.iter().flat_map(|p| &p.exporters).collect();
         let delivery_stop = CancellationToken::new();
         let mut exporter_tasks = Vec::new();
@@ -308,6 +313,8 @@ impl ValidatedService {
             };
             let queue = Arc::new(queue);
             let stats = Arc::new(DeliveryStats::default());
+            let timer = telemetry.add_exporter(&id.to_string(), stats.clone(), queue.clone());
+            let _ = stats.send_timer.set(timer);
             let task = tokio::spawn(run_exporter(
                 id.to_string(),
                 exporter,
@@ -334,6 +341,7 @@ impl ValidatedService {
                     id: id.clone(),
                     pipeline: p.name.clone(),
                     state_dir: durable.then(|| self.data_dir.join("state").join(&p.name).join(id.to_string())),
+                    telemetry: telemetry.clone(),
                 };
                 match self.processors[id].build(&ctx) {
                     Ok(processor) => processors.push(processor),
@@ -357,7 +365,8 @@ impl ValidatedService {
         // One budget for every receiver: what bounds memory is the process, not a port.
         let memory = MemoryBudget::new(usize::try_from(self.max_inflight_memory).unwrap_or(usize::MAX));
         for (id, senders) in inputs {
-            match self.receivers[&id].start(Consumer::new(senders), memory.clone(), receiver_stop.clone()).await {
+            let consumer = Consumer::new(senders).with_stats(telemetry.add_receiver(&id.to_string()));
+            match self.receivers[&id].start(consumer, memory.clone(), receiver_stop.clone()).await {
                 Ok(task) => receiver_tasks.push(task),
                 Err(e) => {
                     let running = RunningService {

@@ -21,6 +21,21 @@ pub use generations::GenerationsReceiverFactory;
 pub use http::ReceiverError;
 pub use otlp::OtlpReceiverFactory;
 
+/// The reason a refusal is counted under (`gencol_receiver_refused_records_total`), from
+/// the status it is answered with; `None` for answers that refuse no data (a wrong path
+/// or method, an internal error).
+pub(crate) fn refused_reason(status: ::http::StatusCode) -> Option<gencol_engine::RefusedReason> {
+    use gencol_engine::RefusedReason;
+    match status.as_u16() {
+        400 | 408 | 411 | 501 => Some(RefusedReason::Invalid),
+        401 => Some(RefusedReason::Unauthorized),
+        413 => Some(RefusedReason::TooLarge),
+        415 => Some(RefusedReason::UnsupportedMediaType),
+        503 => Some(RefusedReason::Backpressure),
+        _ => None,
+    }
+}
+
 /// The built-in receiver factories, for the engine's registry.
 pub fn factories() -> Vec<Arc<dyn ReceiverFactory>> {
     vec![Arc::new(GenerationsReceiverFactory), Arc::new(OtlpReceiverFactory)]

@@ -11,6 +11,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use gencol_config::{Diagnostics, Located, Node, ServiceConfig, load_files, load_str, process_env};
 use gencol_engine::{Provenance, Registry, ValidatedService};
 
+mod metrics;
+use metrics::OwnMetrics;
+
 /// jemalloc instead of the system allocator: gencol allocates and frees many prompt- and
 /// completion-sized strings per generation, which glibc malloc handled slowly.
 #[cfg(all(unix, not(target_env = "musl")))]
@@ -361,10 +364,18 @@ async fn run(paths: &[PathBuf], test_first: bool) -> ExitCode {
         }
         health.set(health::State::NotReady("starting: opening the receivers".into()));
     }
-    let running = match service.start().await {
+    let metrics = match OwnMetrics::start(&service.metrics).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match service.start(&metrics.telemetry).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start: {e}");
+            metrics.shutdown().await;
             return ExitCode::FAILURE;
         }
     };
@@ -374,6 +385,8 @@ async fn run(paths: &[PathBuf], test_first: bool) -> ExitCode {
     health.set(health::State::NotReady("draining: stopped accepting, delivering what was accepted".into()));
     tracing::info!("stopping: no new data accepted, draining exporters");
     running.shutdown().await;
+    // After the drain, so the last scrape window and the final push hold the final counts.
+    metrics.shutdown().await;
     ExitCode::SUCCESS
 }
 

@@ -248,6 +248,11 @@ impl DiskQueue {
         usize::try_from(self.written.load(Ordering::Acquire).saturating_sub(acked)).unwrap_or(usize::MAX)
     }
 
+    /// Bytes of the live segment files.
+    pub(crate) fn bytes(&self) -> u64 {
+        lock(&self.writer).bytes()
+    }
+
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }

@@ -128,6 +128,10 @@ impl MemoryQueue {
     pub(crate) fn len(&self) -> usize {
         self.lock().items
     }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ mod retry;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use gencol_config::{ByteSize, Duration as ConfigDuration};
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::component::Exporter;
 use crate::consumer::AckToken;
+use crate::telemetry::SendTimer;
 pub(crate) use disk::DiskQueue;
 pub(crate) use memory::MemoryQueue;
 use retry::{Outcome, send_with_retry};
@@ -203,18 +204,70 @@ impl QueueSettings {
     }
 }
 
-/// Counters of one exporter, read at shutdown and by tests.
+/// Counters of one exporter, read at shutdown, by tests and by gencol's metrics.
+/// `failed` counts spans whose sending failed for good, `dropped` spans that were never
+/// queued; the `drop_*` counters say why each of those will never arrive.
 #[derive(Debug, Default)]
 pub struct DeliveryStats {
     pub sent: AtomicU64,
     pub failed: AtomicU64,
     pub dropped: AtomicU64,
     pub retries: AtomicU64,
+    drop_queue_full: AtomicU64,
+    drop_permanent: AtomicU64,
+    drop_exhausted: AtomicU64,
+    drop_shutdown: AtomicU64,
+    /// Times each request to the destination, once metrics are on.
+    pub(crate) send_timer: OnceLock<SendTimer>,
+}
+
+/// Why spans will never reach a destination.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Lost {
+    /// The queue was full (`when_full: drop_newest`).
+    QueueFull,
+    /// The destination refused them for good.
+    Permanent,
+    /// Retries ran out (memory queue), or the destination went away while a refused
+    /// batch was being split.
+    Exhausted,
+    /// `shutdown_timeout` came first (memory queue).
+    Shutdown,
 }
 
 impl DeliveryStats {
     pub fn snapshot(&self) -> [u64; 4] {
         [&self.sent, &self.failed, &self.dropped, &self.retries].map(|a| a.load(Ordering::Relaxed))
+    }
+
+    /// Spans lost by reason: queue_full, permanent_error, retries_exhausted, shutdown,
+    /// then sampled_out and filtered (0: no processor samples or filters yet).
+    pub(crate) fn drops(&self) -> [u64; 6] {
+        let [a, b, c, d] = [&self.drop_queue_full, &self.drop_permanent, &self.drop_exhausted, &self.drop_shutdown]
+            .map(|a| a.load(Ordering::Relaxed));
+        [a, b, c, d, 0, 0]
+    }
+
+    /// `n` spans whose sending failed for good.
+    pub(crate) fn failed(&self, n: u64, why: Lost) {
+        self.failed.fetch_add(n, Ordering::Relaxed);
+        self.lost(n, why);
+    }
+
+    /// `n` spans that were never queued; returns the dropped total.
+    pub(crate) fn dropped(&self, n: u64, why: Lost) -> u64 {
+        self.lost(n, why);
+        self.dropped.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    fn lost(&self, n: u64, why: Lost) {
+        let counter = match why {
+            Lost::QueueFull => &self.drop_queue_full,
+            Lost::Permanent => &self.drop_permanent,
+            Lost::Exhausted => &self.drop_exhausted,
+            Lost::Shutdown => &self.drop_shutdown,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -277,6 +330,14 @@ impl Queue {
         match self {
             Queue::Memory(q) => q.len(),
             Queue::Disk(q) => q.len(),
+        }
+    }
+
+    /// Bytes held: encoded spans (memory), or live segment files (disk).
+    pub(crate) fn bytes(&self) -> u64 {
+        match self {
+            Queue::Memory(q) => q.bytes() as u64,
+            Queue::Disk(q) => q.bytes(),
         }
     }
 
@@ -399,7 +460,7 @@ async fn deliver_taken(
                 return;
             }
             Outcome::Rejected => {
-                stats.failed.fetch_add(n, Ordering::Relaxed);
+                stats.failed(n, Lost::Permanent);
                 queue.done(&taken);
                 return;
             }
@@ -408,7 +469,7 @@ async fn deliver_taken(
                 if isolated.unsettled == 0 || !on_disk {
                     // A memory-queued part that could not be settled (the destination went
                     // away meanwhile, or shutdown) is lost: counted with the refused ones.
-                    stats.failed.fetch_add(isolated.unsettled, Ordering::Relaxed);
+                    stats.failed(isolated.unsettled, Lost::Exhausted);
                     queue.done(&taken);
                     return;
                 }
@@ -434,7 +495,7 @@ async fn deliver_taken(
                 }
             }
             Outcome::GaveUp => {
-                stats.failed.fetch_add(n, Ordering::Relaxed);
+                stats.failed(n, Lost::Exhausted);
                 return;
             }
             Outcome::Stopped if on_disk => {
@@ -446,7 +507,7 @@ async fn deliver_taken(
                 return;
             }
             Outcome::Stopped => {
-                stats.failed.fetch_add(n, Ordering::Relaxed);
+                stats.failed(n, Lost::Shutdown);
                 tracing::error!(
                     exporter = id,
                     spans = n,
@@ -520,7 +581,7 @@ async fn isolate_refused(
         }
     }
     stats.sent.fetch_add(sent, Ordering::Relaxed);
-    stats.failed.fetch_add(refused, Ordering::Relaxed);
+    stats.failed(refused, Lost::Permanent);
     if items.len() == 1 {
         tracing::error!(exporter = id, spans = 1, "destination refused the span for good, not retrying: {reason}");
         return Isolation { unsettled };
@@ -569,7 +630,7 @@ impl ExporterHandle {
         match self.queue.push(items).await {
             Ok(()) => {}
             Err(Refused::Dropped) => {
-                let total = self.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
+                let total = self.stats.dropped(n, Lost::QueueFull);
                 self.warn_at_most_every_10s(|| {
                     tracing::warn!(exporter = %self.id, dropped_total = total, "exporter queue full: dropping new spans for this destination (queue.when_full: drop_newest; use block to push back instead)");
                 });
@@ -593,7 +654,7 @@ impl ExporterHandle {
                     tracing::warn!(exporter = %self.id, spans = n, "shutdown_timeout reached before these released spans were written; they are released again after the next start");
                 }
                 None => {
-                    self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                    self.stats.dropped(n, Lost::Shutdown);
                     tracing::error!(exporter = %self.id, spans = n, "shutdown_timeout reached before these spans were queued: lost (memory queue)");
                 }
             },

@@ -55,6 +55,7 @@ pub(crate) async fn send_with_retry(
     let mut backoff = retry.initial_interval.0.min(retry.max_interval.0);
     loop {
         let attempt = tokio::time::timeout(settings.timeout.0, exporter.export(batch));
+        let sent_at = Instant::now();
         let outcome = tokio::select! {
             r = attempt => match r {
                 Ok(r) => r,
@@ -63,6 +64,9 @@ pub(crate) async fn send_with_retry(
             // shutdown_timeout is over: an answer that comes later cannot be waited for.
             _ = stop.cancelled() => return Outcome::Stopped,
         };
+        if let Some(timer) = stats.send_timer.get() {
+            timer.record(sent_at.elapsed());
+        }
         let (message, retry_after) = match outcome {
             Ok(()) => return Outcome::Sent,
             Err(ExportError::Permanent { message }) => {

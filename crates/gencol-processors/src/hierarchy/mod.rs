@@ -40,9 +40,10 @@ impl ProcessorFactory for HierarchyFactory {
 
 impl ProcessorConfig for HierarchySettings {
     fn build(&self, ctx: &ProcessorContext) -> Result<Box<dyn Processor>, String> {
-        Ok(match &ctx.state_dir {
-            Some(dir) => Box::new(SpanHierarchy::with_journal(self, dir)?),
-            None => Box::new(SpanHierarchy::new(self)),
-        })
+        let hierarchy = match &ctx.state_dir {
+            Some(dir) => SpanHierarchy::with_journal(self, dir)?,
+            None => SpanHierarchy::new(self),
+        };
+        Ok(Box::new(hierarchy.with_metrics(ctx.telemetry.held_traces())))
     }
 }

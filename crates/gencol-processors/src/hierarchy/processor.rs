@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gencol_engine::{AckToken, Processor};
+use gencol_engine::{AckToken, HeldTraces, Processor};
 use gencol_model::{Origin, SpanItem, ids};
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
 
@@ -54,6 +54,8 @@ pub struct SpanHierarchy {
     journal_error: Option<String>,
     /// Wall clock and monotonic clock read together, to store deadlines as wall time.
     clock: (Instant, u64),
+    /// This processor's share of `gencol_hierarchy_held_traces`, set once per batch.
+    held_gauge: Option<HeldTraces>,
 }
 
 struct PendingRelease {
@@ -102,6 +104,7 @@ impl SpanHierarchy {
             pending: Vec::new(),
             journal_error: None,
             clock: (Instant::now(), now_ms()),
+            held_gauge: None,
         }
     }
 
@@ -184,6 +187,19 @@ impl SpanHierarchy {
             && let Err(e) = journal.rewrite(&state, &pending)
         {
             tracing::error!("hierarchy: cannot rewrite the journal (it keeps growing until this works): {e}");
+        }
+    }
+
+    /// Reports the number of held traces to gencol's metrics from now on.
+    pub fn with_metrics(mut self, mut held: HeldTraces) -> Self {
+        held.set(self.held.len());
+        self.held_gauge = Some(held);
+        self
+    }
+
+    fn update_gauge(&mut self) {
+        if let Some(gauge) = &mut self.held_gauge {
+            gauge.set(self.held.len());
         }
     }
 
@@ -382,6 +398,7 @@ impl Processor for SpanHierarchy {
         }
         items.append(&mut released);
         self.write_journal();
+        self.update_gauge();
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -402,6 +419,7 @@ impl Processor for SpanHierarchy {
             return;
         }
         self.release_due(now, force, out);
+        self.update_gauge();
     }
 
     fn hold_until_durable(&mut self, acks: &[AckToken]) {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gencol_engine::Consumer;
+use gencol_engine::{Consumer, RefusedReason};
 use gencol_model::budget::{Exceeded, MemoryBudget, Meter};
 use gencol_model::{DecodeError, DecodedSpans, MAX_LISTED_REJECTIONS, Origin, RecordError, decode_spans};
 use http::{Method, Request, Response, StatusCode};
@@ -102,19 +102,32 @@ impl GenerationsService {
         if let Some(auth) = &self.auth
             && let Err(e) = auth.check(req.headers())
         {
+            self.refused(RefusedReason::Unauthorized, 1);
             return json_error(StatusCode::UNAUTHORIZED, &e.to_string());
         }
         let form = match Form::from_media_type(media_type(req.headers()).as_deref()) {
             Ok(f) => f,
-            Err(message) => return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &message),
+            Err(message) => {
+                self.refused(RefusedReason::UnsupportedMediaType, 1);
+                return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &message);
+            }
         };
         let compression = match compression(req.headers()) {
             Ok(c) => c,
-            Err(message) => return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &message),
+            Err(message) => {
+                self.refused(RefusedReason::UnsupportedMediaType, 1);
+                return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &message);
+            }
         };
         let (body, charge) = match read_body(req, &self.body, compression, &self.memory).await {
             Ok(b) => b,
-            Err(e) => return json_error(e.status(), &e.to_string()),
+            Err(e) => {
+                let status = e.status();
+                if let Some(reason) = crate::refused_reason(status) {
+                    self.refused(reason, 1);
+                }
+                return json_error(status, &e.to_string());
+            }
         };
 
         // Room first: under overload the answer is a 503, not a decoded batch thrown away.
@@ -122,6 +135,7 @@ impl GenerationsService {
             Ok(r) => r,
             Err(full) => {
                 tracing::debug!(pipeline = %full.pipeline, "pipeline full: answering 503");
+                self.refused(RefusedReason::Backpressure, 1);
                 return json_error(StatusCode::SERVICE_UNAVAILABLE, "pipeline full, retry");
             }
         };
@@ -140,10 +154,18 @@ impl GenerationsService {
         };
         let DecodedSpans { spans, rejected, rejected_total } = match decoded {
             Ok(d) => d,
-            Err(DecodeError::Exceeded(e)) => return exceeded(&e),
-            Err(e) => return refused(&e.to_string(), &[], 0),
+            Err(DecodeError::Exceeded(e)) => {
+                let reason = if matches!(e, Exceeded::Busy) { RefusedReason::Backpressure } else { RefusedReason::TooLarge };
+                self.refused(reason, 1);
+                return exceeded(&e);
+            }
+            Err(e) => {
+                self.refused(RefusedReason::Invalid, 1);
+                return refused(&e.to_string(), &[], 0);
+            }
         };
         if spans.is_empty() {
+            self.refused(RefusedReason::Invalid, rejected_total.max(1));
             return refused(&none_valid_message(&rejected, rejected_total), &rejected, rejected_total);
         }
         let accepted = spans.len();
@@ -154,17 +176,27 @@ impl GenerationsService {
             && let Err(reason) = kept.wait(ACK_PATIENCE).await
         {
             tracing::debug!("records not kept, answering 503: {reason}");
+            self.refused(RefusedReason::Backpressure, accepted + rejected_total);
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("the records could not be kept, retry: {reason}"),
             );
         }
+        self.consumer.stats().accepted(accepted);
+        self.refused(RefusedReason::Invalid, rejected_total);
         if !rejected.is_empty() {
             tracing::debug!(accepted, rejected = rejected_total, first = %rejected[0].error, "some generation records were rejected");
         }
         let answer =
             Accepted { accepted, rejected: &rejected, rejected_total: total_if_cut(&rejected, rejected_total) };
         json(StatusCode::ACCEPTED, to_json(&answer))
+    }
+}
+impl GenerationsService {
+    /// Counted where the answer is decided; a request refused before its body is read
+    /// counts as one record.
+    fn refused(&self, reason: RefusedReason, records: usize) {
+        self.consumer.stats().refused(reason, records);
     }
 }
 

@@ -4,7 +4,7 @@
 //! exporters retry.
 
 use bytes::Bytes;
-use gencol_engine::Consumer;
+use gencol_engine::{Consumer, RefusedReason};
 use gencol_model::SpanItem;
 use gencol_model::budget::{Exceeded, MemoryBudget, Meter};
 use gencol_model::otlp::{DecodeFailure, decode_json_metered, decode_proto_metered, from_request_metered, span_count};
@@ -73,13 +73,18 @@ pub(crate) struct OtlpService {
 struct Refusal {
     status: StatusCode,
     message: String,
+    /// Spans refused, for gencol's metrics: 1 when the body was not decoded.
+    records: usize,
 }
 
 impl Refusal {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Refusal { status, message: message.into() }
+        Refusal { status, message: message.into(), records: 1 }
     }
 }
+
+/// The `reason` a refusal is counted under; `None` for answers that are not about
+/// records (404, 405, 500).
 
 impl From<Exceeded> for Refusal {
     fn from(e: Exceeded) -> Self {
@@ -105,7 +110,14 @@ impl Endpoint for OtlpService {
         let encoding = Encoding::from_media_type(media_type(req.headers()).as_deref());
         let resp = match self.answer(req, encoding).await {
             Ok(resp) => resp,
-            Err(refusal) => status_answer(encoding.unwrap_or(Encoding::Json), refusal),
+            Err(refusal) => {
+                // Counted here, where every refusal passes; a request refused before its
+                // body is read counts as one span (`records`).
+                if let Some(reason) = crate::refused_reason(refusal.status) {
+                    self.consumer.stats().refused(reason, refusal.records);
+                }
+                status_answer(encoding.unwrap_or(Encoding::Json), refusal)
+            }
         };
         with_status_headers(resp)
     }
@@ -150,15 +162,20 @@ impl OtlpService {
             })?
         };
         let Decoded { spans, rejected } = decoded?;
+        let accepted = spans.len();
+        let invalid = rejected.as_ref().map_or(0, |p| usize::try_from(p.rejected_spans).unwrap_or(0));
         let kept = (!spans.is_empty()).then(|| reservation.send(spans)).flatten();
         // The spans are the pipeline's now (and count against its own budget).
         drop(meter);
         if let Some(kept) = kept {
             kept.wait(ACK_PATIENCE).await.map_err(|reason| {
                 tracing::debug!("spans not kept, answering 503: {reason}");
-                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, format!("the spans could not be kept, retry: {reason}"))
+                let message = format!("the spans could not be kept, retry: {reason}");
+                Refusal { records: accepted + invalid, ..Refusal::new(StatusCode::SERVICE_UNAVAILABLE, message) }
             })?;
         }
+        self.consumer.stats().accepted(accepted);
+        self.consumer.stats().refused(RefusedReason::Invalid, invalid);
         Ok(success_answer(encoding, rejected))
     }
 }
