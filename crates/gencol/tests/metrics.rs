@@ -90,6 +90,8 @@ receivers:
   generations:
     endpoint: 127.0.0.1:{{GEN_PORT}}
     auth: {{bearer_tokens: ["${{env:TEST_GENCOL_TOKEN}}"]}}
+  otlp:
+    endpoint: 127.0.0.1:{{OTLP_PORT}}
 processors:
   hierarchy: {{group_window: 1h}}
 exporters:
@@ -100,7 +102,7 @@ service:
     metrics:
       prometheus: {{endpoint: "127.0.0.1:{metrics_port}"}}
   pipelines:
-    traces: {{receivers: [generations], processors: [hierarchy], exporters: [otlp/sink, otlp/denied]}}
+    traces: {{receivers: [generations, otlp], processors: [hierarchy], exporters: [otlp/sink, otlp/denied]}}
 "#,
         sink = sink.url(),
         denied = denied.url(),
@@ -132,11 +134,20 @@ service:
     let (st, _, _) = post(&url, "text/plain", body(generation("m-7")), &auth).await;
     assert_eq!(st, 415);
 
-    let sent = sink.wait_for_spans(5, WAIT).await;
-    assert_eq!(sent.len(), 5, "the five accepted generations reach the sink");
+    // The otlp receiver: one span accepted, then a body with no usable span (400).
+    let span = json!({"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "name": "chat",
+        "startTimeUnixNano": "1795341600000000000", "endTimeUnixNano": "1795341601000000000"});
+    let (st, _) = post_json(&gencol.otlp_url(), &json!({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})).await;
+    assert_eq!(st, 200);
+    let snake = json!({"resource_spans": [{"scope_spans": [{"spans": [{"name": "x"}]}]}]});
+    let (st, _) = post_json(&gencol.otlp_url(), &snake).await;
+    assert_eq!(st, 400);
+
+    let sent = sink.wait_for_spans(6, WAIT).await;
+    assert_eq!(sent.len(), 6, "the five accepted generations and the OTLP span reach the sink");
     let series = scrape_until(&metrics_url, "the 401 destination's failures", |s| {
-        value(s, "gencol_exporter_failed_spans_total", &[("exporter", "otlp/denied")]) == Some(5.0)
-            && value(s, "gencol_exporter_sent_spans_total", &[("exporter", "otlp/sink")]) == Some(5.0)
+        value(s, "gencol_exporter_failed_spans_total", &[("exporter", "otlp/denied")]) == Some(6.0)
+            && value(s, "gencol_exporter_sent_spans_total", &[("exporter", "otlp/sink")]) == Some(6.0)
     })
     .await;
     let receiver = |name: &str, reason: Option<&str>| {
@@ -145,6 +156,14 @@ service:
         value(&series, name, &labels)
     };
     assert_eq!(receiver("gencol_receiver_accepted_records_total", None), Some(5.0));
+    let otlp = |name: &str, reason: Option<&str>| {
+        let mut labels = vec![("receiver", "otlp")];
+        labels.extend(reason.map(|r| ("reason", r)));
+        value(&series, name, &labels)
+    };
+    assert_eq!(otlp("gencol_receiver_accepted_records_total", None), Some(1.0));
+    assert_eq!(otlp("gencol_receiver_refused_records_total", Some("invalid")), Some(1.0));
+    assert_eq!(otlp("gencol_receiver_refused_records_total", Some("unauthorized")), Some(0.0));
     let refused = "gencol_receiver_refused_records_total";
     assert_eq!(receiver(refused, Some("invalid")), Some(2.0));
     assert_eq!(receiver(refused, Some("unauthorized")), Some(1.0));
@@ -160,7 +179,7 @@ service:
     let dropped = "gencol_exporter_dropped_spans_total";
     assert_eq!(exporter("gencol_exporter_failed_spans_total", "otlp/sink", None), Some(0.0));
     assert_eq!(exporter("gencol_exporter_sent_spans_total", "otlp/denied", None), Some(0.0));
-    assert_eq!(exporter(dropped, "otlp/denied", Some("permanent_error")), Some(5.0));
+    assert_eq!(exporter(dropped, "otlp/denied", Some("permanent_error")), Some(6.0));
     for reason in ["queue_full", "retries_exhausted", "sampled_out", "filtered"] {
         assert_eq!(exporter(dropped, "otlp/denied", Some(reason)), Some(0.0), "{reason}");
         assert_eq!(exporter(dropped, "otlp/sink", Some(reason)), Some(0.0), "{reason}");
@@ -186,8 +205,8 @@ service:
     let (status, content_type, _) = scrape(&metrics_url).await;
     assert_eq!((status.as_u16(), content_type.as_str()), (200, "text/plain; version=0.0.4"));
     // gencol's own metrics never enter its pipelines: after all these scrapes the sink
-    // still holds just the five generation spans.
-    assert_eq!(sink.spans().len(), 5);
+    // still holds just the six spans sent to gencol.
+    assert_eq!(sink.spans().len(), 6);
 }
 
 /// What the test's OTLP metrics backend received: each push, decoded, with its headers.
@@ -300,4 +319,40 @@ service:
     assert!(!gencol.stderr().contains(KEY), "the header value is a secret");
     // Only generation spans went to the traces destination.
     assert_eq!(sink.wait_for_spans(3, WAIT).await.len(), 3);
+}
+
+#[test]
+fn a_metrics_port_in_use_stops_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.yaml");
+    let yaml = format!(
+        "receivers:\n  generations: {{endpoint: 127.0.0.1:0}}\nexporters:\n  debug: {{}}\nservice:\n  telemetry:\n    metrics:\n      prometheus: {{endpoint: 127.0.0.1:{port}}}\n  pipelines:\n    traces: {{receivers: [generations], exporters: [debug]}}\n"
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = std::process::Command::new(gencol_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("gencol kept running with its metrics port taken");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    let want = format!("service.telemetry.metrics.prometheus: cannot listen on 127.0.0.1:{port}");
+    assert!(stderr.contains(&want), "{stderr}");
+    drop(taken);
 }
