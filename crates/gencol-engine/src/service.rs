@@ -313,8 +313,9 @@ impl ValidatedService {
             };
             let queue = Arc::new(queue);
             let stats = Arc::new(DeliveryStats::default());
-            let timer = telemetry.add_exporter(&id.to_string(), stats.clone(), queue.clone());
-            let _ = stats.send_timer.set(timer);
+            if let Some(timer) = telemetry.add_exporter(&id.to_string(), stats.clone(), queue.clone()) {
+                let _ = stats.send_timer.set(timer);
+            }
             let task = tokio::spawn(run_exporter(
                 id.to_string(),
                 exporter,

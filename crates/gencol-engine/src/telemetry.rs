@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Histogram, Meter, MeterProvider};
+use opentelemetry::metrics::{Histogram, Meter};
 
 use crate::delivery::{DeliveryStats, Queue};
 
@@ -144,7 +144,8 @@ impl std::fmt::Debug for SendTimer {
 #[derive(Clone)]
 pub struct Telemetry {
     shared: Arc<Shared>,
-    send_duration: Histogram<f64>,
+    /// `None` when metrics are off: nothing is timed.
+    send_duration: Option<Histogram<f64>>,
 }
 
 /// Bucket bounds of `gencol_exporter_send_duration_seconds`: from a fast local
@@ -262,12 +263,13 @@ impl Telemetry {
             .with_description("How long one request to a destination took, answered or timed out")
             .with_boundaries(SEND_DURATION_BOUNDS.to_vec())
             .build();
-        Telemetry { shared, send_duration }
+        Telemetry { shared, send_duration: Some(send_duration) }
     }
 
-    /// Instruments that record nothing, for a service run without metrics (tests, tools).
+    /// No instruments: for a service run without metrics. Components still count into
+    /// their atomics (the shutdown summary reads them); nothing is timed.
     pub fn disabled() -> Self {
-        Telemetry::new(&opentelemetry::metrics::NoopMeterProvider::new().meter("gencol"))
+        Telemetry { shared: Arc::default(), send_duration: None }
     }
 
     /// The counters of a receiver about to start.
@@ -277,11 +279,12 @@ impl Telemetry {
         stats
     }
 
-    /// Shows an exporter's counters and queue; returns its send timer.
-    pub(crate) fn add_exporter(&self, id: &str, stats: Arc<DeliveryStats>, queue: Arc<Queue>) -> SendTimer {
+    /// Shows an exporter's counters and queue; returns its send timer when metrics are on.
+    pub(crate) fn add_exporter(&self, id: &str, stats: Arc<DeliveryStats>, queue: Arc<Queue>) -> Option<SendTimer> {
         let attribute = [KeyValue::new("exporter", id.to_owned())];
         lock(&self.shared.exporters).push(ExporterView { attribute: attribute.clone(), stats, queue });
-        SendTimer { histogram: self.send_duration.clone(), attribute: Arc::new(attribute) }
+        let histogram = self.send_duration.clone()?;
+        Some(SendTimer { histogram, attribute: Arc::new(attribute) })
     }
 
     /// A processor's share of `gencol_hierarchy_held_traces`, starting at 0.

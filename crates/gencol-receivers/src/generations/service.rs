@@ -102,20 +102,20 @@ impl GenerationsService {
         if let Some(auth) = &self.auth
             && let Err(e) = auth.check(req.headers())
         {
-            self.refused(RefusedReason::Unauthorized, 1);
+            self.count_refused(RefusedReason::Unauthorized, 1);
             return json_error(StatusCode::UNAUTHORIZED, &e.to_string());
         }
         let form = match Form::from_media_type(media_type(req.headers()).as_deref()) {
             Ok(f) => f,
             Err(message) => {
-                self.refused(RefusedReason::UnsupportedMediaType, 1);
+                self.count_refused(RefusedReason::UnsupportedMediaType, 1);
                 return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &message);
             }
         };
         let compression = match compression(req.headers()) {
             Ok(c) => c,
             Err(message) => {
-                self.refused(RefusedReason::UnsupportedMediaType, 1);
+                self.count_refused(RefusedReason::UnsupportedMediaType, 1);
                 return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &message);
             }
         };
@@ -124,7 +124,7 @@ impl GenerationsService {
             Err(e) => {
                 let status = e.status();
                 if let Some(reason) = crate::refused_reason(status) {
-                    self.refused(reason, 1);
+                    self.count_refused(reason, 1);
                 }
                 return json_error(status, &e.to_string());
             }
@@ -135,7 +135,7 @@ impl GenerationsService {
             Ok(r) => r,
             Err(full) => {
                 tracing::debug!(pipeline = %full.pipeline, "pipeline full: answering 503");
-                self.refused(RefusedReason::Backpressure, 1);
+                self.count_refused(RefusedReason::Backpressure, 1);
                 return json_error(StatusCode::SERVICE_UNAVAILABLE, "pipeline full, retry");
             }
         };
@@ -156,16 +156,16 @@ impl GenerationsService {
             Ok(d) => d,
             Err(DecodeError::Exceeded(e)) => {
                 let reason = if matches!(e, Exceeded::Busy) { RefusedReason::Backpressure } else { RefusedReason::TooLarge };
-                self.refused(reason, 1);
+                self.count_refused(reason, 1);
                 return exceeded(&e);
             }
             Err(e) => {
-                self.refused(RefusedReason::Invalid, 1);
+                self.count_refused(RefusedReason::Invalid, 1);
                 return refused(&e.to_string(), &[], 0);
             }
         };
         if spans.is_empty() {
-            self.refused(RefusedReason::Invalid, rejected_total.max(1));
+            self.count_refused(RefusedReason::Invalid, rejected_total.max(1));
             return refused(&none_valid_message(&rejected, rejected_total), &rejected, rejected_total);
         }
         let accepted = spans.len();
@@ -176,14 +176,14 @@ impl GenerationsService {
             && let Err(reason) = kept.wait(ACK_PATIENCE).await
         {
             tracing::debug!("records not kept, answering 503: {reason}");
-            self.refused(RefusedReason::Backpressure, accepted + rejected_total);
+            self.count_refused(RefusedReason::Backpressure, accepted + rejected_total);
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("the records could not be kept, retry: {reason}"),
             );
         }
         self.consumer.stats().accepted(accepted);
-        self.refused(RefusedReason::Invalid, rejected_total);
+        self.count_refused(RefusedReason::Invalid, rejected_total);
         if !rejected.is_empty() {
             tracing::debug!(accepted, rejected = rejected_total, first = %rejected[0].error, "some generation records were rejected");
         }
@@ -195,7 +195,7 @@ impl GenerationsService {
 impl GenerationsService {
     /// Counted where the answer is decided; a request refused before its body is read
     /// counts as one record.
-    fn refused(&self, reason: RefusedReason, records: usize) {
+    fn count_refused(&self, reason: RefusedReason, records: usize) {
         self.consumer.stats().refused(reason, records);
     }
 }
