@@ -743,6 +743,20 @@ mod tests {
         (isolation, stats.snapshot())
     }
 
+    #[test]
+    fn lost_spans_are_counted_by_reason_and_as_failed_or_dropped() {
+        let stats = DeliveryStats::default();
+        stats.failed(3, Lost::Permanent);
+        stats.failed(2, Lost::Exhausted);
+        stats.failed(1, Lost::Shutdown);
+        assert_eq!(stats.dropped(4, Lost::QueueFull), 4);
+        assert_eq!(stats.dropped(1, Lost::Shutdown), 5);
+        let [sent, failed, dropped, _] = stats.snapshot();
+        assert_eq!((sent, failed, dropped), (0, 6, 5));
+        // queue_full, permanent_error, retries_exhausted, shutdown, sampled_out, filtered.
+        assert_eq!(stats.drops(), [4, 3, 2, 2, 0, 0]);
+    }
+
     #[tokio::test]
     async fn a_refused_batch_is_split_until_only_the_refused_spans_are_left() {
         let exporter = Picky::default();
