@@ -214,8 +214,9 @@ service:
 struct Pushes(Mutex<Vec<(http::HeaderMap, ExportMetricsServiceRequest)>>);
 
 /// A minimal OTLP/HTTP metrics backend on 127.0.0.1: decodes every `POST /v1/metrics`
-/// (protobuf) and answers 200.
-async fn metrics_backend() -> (String, Arc<Pushes>) {
+/// (protobuf) and answers `status`, with a body echoing the request's `x-api-key` as a
+/// careless backend's error page would.
+async fn metrics_backend(status: u16) -> (String, Arc<Pushes>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1/metrics", listener.local_addr().unwrap());
     let pushes = Arc::new(Pushes::default());
@@ -230,14 +231,19 @@ async fn metrics_backend() -> (String, Arc<Pushes>) {
                     async move {
                         let (parts, body) = req.into_parts();
                         let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let key = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
                         let status = match ExportMetricsServiceRequest::decode(bytes) {
                             Ok(decoded) if parts.uri.path() == "/v1/metrics" => {
                                 kept.0.lock().unwrap().push((parts.headers, decoded));
-                                200
+                                status
                             }
                             _ => 400,
                         };
-                        let answer = ExportMetricsServiceResponse::default().encode_to_vec();
+                        let answer = if status == 200 {
+                            ExportMetricsServiceResponse::default().encode_to_vec()
+                        } else {
+                            format!("bad key {key}").into_bytes()
+                        };
                         let mut resp = http::Response::new(Full::new(Bytes::from(answer)));
                         *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
                         resp.headers_mut().insert("content-type", "application/x-protobuf".parse().unwrap());
@@ -272,7 +278,7 @@ fn accepted_in(push: &ExportMetricsServiceRequest) -> Option<i64> {
 #[tokio::test]
 async fn metrics_are_pushed_with_otlp_and_the_configured_headers() {
     const KEY: &str = "push-key-8c2b71";
-    let (push_url, pushes) = metrics_backend().await;
+    let (push_url, pushes) = metrics_backend(200).await;
     let sink = OtlpSink::start().await.unwrap();
     let yaml = format!(
         r#"
@@ -355,4 +361,40 @@ fn a_metrics_port_in_use_stops_the_start() {
     let want = format!("service.telemetry.metrics.prometheus: cannot listen on 127.0.0.1:{port}");
     assert!(stderr.contains(&want), "{stderr}");
     drop(taken);
+}
+
+#[tokio::test]
+async fn a_failed_push_is_logged_without_the_header_values() {
+    const KEY: &str = "push-key-refused-41d0";
+    let (push_url, pushes) = metrics_backend(401).await;
+    let yaml = format!(
+        r#"
+receivers:
+  generations:
+    endpoint: 127.0.0.1:{{GEN_PORT}}
+exporters:
+  debug: {{}}
+service:
+  telemetry:
+    metrics:
+      otlp:
+        endpoint: "{push_url}"
+        headers: {{x-api-key: "${{env:TEST_METRICS_KEY}}"}}
+        interval: 1s
+  pipelines:
+    traces: {{receivers: [generations], exporters: [debug]}}
+"#
+    );
+    let mut gencol = Gencol::start_with_env(&yaml, &[("TEST_METRICS_KEY", KEY)]);
+    let deadline = Instant::now() + WAIT;
+    while !gencol.stderr().contains("pushing gencol's metrics failed") {
+        assert!(Instant::now() < deadline, "no failed push logged within {WAIT:?}:\n{}", gencol.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!pushes.0.lock().unwrap().is_empty(), "the backend was reached");
+    assert!(gencol.stop(), "a failing push does not stop gencol:\n{}", gencol.stderr());
+    let stderr = gencol.stderr();
+    let line = stderr.lines().find(|l| l.contains("pushing gencol's metrics failed")).unwrap_or_default();
+    assert!(line.contains("401") && line.contains(&push_url), "{line}");
+    assert!(!stderr.contains(KEY), "the header value is a secret:\n{stderr}");
 }
