@@ -62,10 +62,12 @@ pub struct ReceiverStats {
 }
 
 impl ReceiverStats {
+    /// Records handed to the pipelines (answered 2xx).
     pub fn accepted(&self, records: usize) {
         self.accepted.fetch_add(records as u64, Ordering::Relaxed);
     }
 
+    /// Records refused for `reason`, in the answer or with it.
     pub fn refused(&self, reason: RefusedReason, records: usize) {
         self.refused[reason as usize].fetch_add(records as u64, Ordering::Relaxed);
     }

@@ -36,6 +36,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The running metrics: what components count into, and where it goes.
 pub struct OwnMetrics {
+    /// Handed to the service, which registers each component it starts.
     pub telemetry: Telemetry,
     provider: Option<SdkMeterProvider>,
     server: Option<(JoinHandle<()>, CancellationToken)>,
