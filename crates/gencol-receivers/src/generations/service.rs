@@ -155,7 +155,8 @@ impl GenerationsService {
         let DecodedSpans { spans, rejected, rejected_total } = match decoded {
             Ok(d) => d,
             Err(DecodeError::Exceeded(e)) => {
-                let reason = if matches!(e, Exceeded::Busy) { RefusedReason::Backpressure } else { RefusedReason::TooLarge };
+                let reason =
+                    if matches!(e, Exceeded::Busy) { RefusedReason::Backpressure } else { RefusedReason::TooLarge };
                 self.count_refused(reason, 1);
                 return exceeded(&e);
             }

@@ -83,9 +83,6 @@ impl Refusal {
     }
 }
 
-/// The `reason` a refusal is counted under; `None` for answers that are not about
-/// records (404, 405, 500).
-
 impl From<Exceeded> for Refusal {
     fn from(e: Exceeded) -> Self {
         let status = match e {
