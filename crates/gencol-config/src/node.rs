@@ -105,6 +105,24 @@ impl Node {
         }
     }
 
+    /// Whether two trees hold the same values, wherever they were written: a reload
+    /// keeps a component whose settings are unchanged even when lines above it moved.
+    pub fn same_value(&self, other: &Node) -> bool {
+        match (self, other) {
+            (Node::Seq(a), Node::Seq(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.value.same_value(&y.value))
+            }
+            (Node::Map(a), Node::Map(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|((ka, va), (kb, vb))| ka.value == kb.value && va.value.same_value(&vb.value))
+            }
+            (Node::Float(a), Node::Float(b)) => a.to_bits() == b.to_bits(),
+            (a, b) => a == b,
+        }
+    }
+
     /// Whether this is `Node::Null`.
     pub fn is_null(&self) -> bool {
         matches!(self, Node::Null)
@@ -343,4 +361,26 @@ fn diagnose(root: &Located<Node>, path: &[Segment], message: &str) -> Diagnostic
     }
 
     Diagnostic::error(&node.loc, prefixed(&dotted, message.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::load_str;
+
+    fn section(text: &str, key: &str) -> super::Node {
+        let root = load_str("t.yaml", text, &|_| None).expect("valid yaml");
+        root.value.get(key).expect("the key").value.clone()
+    }
+
+    #[test]
+    fn same_value_ignores_where_things_are_written() {
+        let a = section("a: {x: 1, y: [true, 2.5, \"s\"]}\n", "a");
+        let b = section("\n\n\nb: 0\na:\n  x: 1\n  y:\n    - true\n    - 2.5\n    - s\n", "a");
+        assert!(a.same_value(&b));
+        assert_ne!(a, b, "the locations differ");
+        let c = section("a: {x: 1, y: [true, 2.5, \"t\"]}\n", "a");
+        assert!(!a.same_value(&c));
+        let d = section("a: {y: [true, 2.5, \"s\"], x: 1}\n", "a");
+        assert!(!a.same_value(&d), "key order is kept: a reload restarts a reordered component, which is safe");
+    }
 }

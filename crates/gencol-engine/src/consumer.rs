@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use gencol_model::SpanItem;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
@@ -111,16 +113,25 @@ impl PipelineInput {
     }
 }
 
-/// A receiver's way into its pipelines. Cheap to clone.
+/// A receiver's way into its pipelines. Cheap to clone; every clone follows a
+/// [`Consumer::retarget`], so a reload can point a running receiver at new pipelines
+/// without touching its socket.
 #[derive(Clone)]
 pub struct Consumer {
-    pipelines: Arc<[PipelineInput]>,
+    pipelines: Arc<ArcSwap<Vec<PipelineInput>>>,
     stats: Arc<ReceiverStats>,
 }
 
 impl Consumer {
     pub fn new(pipelines: Vec<PipelineInput>) -> Self {
-        Consumer { pipelines: pipelines.into(), stats: Arc::default() }
+        Consumer { pipelines: Arc::new(ArcSwap::from_pointee(pipelines)), stats: Arc::default() }
+    }
+
+    /// Sends what comes next into `pipelines`. Requests that reserved room before keep
+    /// it in the pipelines they reserved in; a pipeline no receiver feeds any more ends
+    /// once those are in.
+    pub fn retarget(&self, pipelines: Vec<PipelineInput>) {
+        self.pipelines.store(Arc::new(pipelines));
     }
 
     /// Counts into `stats` (shown as this receiver's metrics).
@@ -140,14 +151,18 @@ impl Consumer {
     /// so an overloaded gencol answers 503 without spending the work first.
     pub fn try_reserve(&self, bytes: usize) -> Result<Reservation, Backpressure> {
         let weight = weight(bytes);
-        let mut reserved = Vec::with_capacity(self.pipelines.len());
-        for p in self.pipelines.iter() {
+        let pipelines = self.pipelines.load();
+        if pipelines.is_empty() {
+            return Err(Backpressure { pipeline: "(none: gencol is stopping)".to_owned() });
+        }
+        let mut reserved = Vec::with_capacity(pipelines.len());
+        for p in pipelines.iter() {
             let full = || Backpressure { pipeline: p.name.clone() };
             let budget = p.budget.clone().try_acquire_many_owned(weight).map_err(|_| full())?;
             let slot = p.tx.clone().try_reserve_owned().map_err(|_| full())?;
             reserved.push((slot, budget));
         }
-        let durable = self.pipelines.iter().any(|p| p.durable);
+        let durable = pipelines.iter().any(|p| p.durable);
         Ok(Reservation { reserved, durable })
     }
 
@@ -161,7 +176,8 @@ impl Consumer {
                 Ok(r) => return Ok(r),
                 Err(full) => full,
             };
-            let Some(p) = self.pipelines.iter().find(|p| p.name == full.pipeline) else { return Err(full) };
+            let pipelines = self.pipelines.load_full();
+            let Some(p) = pipelines.iter().find(|p| p.name == full.pipeline) else { return Err(full) };
             // Waits in line for the full pipeline's room, hands it back, and tries all
             // pipelines again (all or nothing, so nothing is held while waiting on another).
             let room = async {

@@ -22,6 +22,7 @@ mod delivery;
 mod group_sync;
 mod pipeline;
 mod registry;
+mod running;
 pub mod secrets;
 mod service;
 mod telemetry;
@@ -31,6 +32,7 @@ pub use delivery::{
 };
 pub use group_sync::{GroupSync, SyncFn};
 pub use registry::{ComponentInfo, DuplicateType, Provenance, Registry};
+pub use running::RunningService;
 pub use secrets::SecretMask;
-pub use service::{BuiltExporter, RunningService, ValidatedService};
+pub use service::{BuiltExporter, ValidatedService};
 pub use telemetry::{HeldTraces, ReceiverStats, RefusedReason, Telemetry};

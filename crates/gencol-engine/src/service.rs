@@ -12,23 +12,12 @@ use gencol_config::{
     decode,
 };
 use gencol_model::budget::MemoryBudget;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::component::{ComponentContext, Exporter, ExporterConfig, ProcessorConfig, ProcessorContext, ReceiverConfig};
-use crate::consumer::{Consumer, PipelineInput};
-use crate::delivery::{
-    DELIVERY_KEYS, DeliverySettings, DeliveryStats, DiskQueue, ExporterHandle, MemoryQueue, Queue, QueueKind,
-    run_exporter,
-};
-use crate::pipeline::run_pipeline;
+use crate::component::{ComponentContext, Exporter, ExporterConfig, ProcessorConfig, ReceiverConfig};
+use crate::delivery::{DELIVERY_KEYS, DeliverySettings, QueueKind};
 use crate::registry::Registry;
+use crate::running::RunningService;
 use crate::telemetry::Telemetry;
-
-/// Batches a pipeline's channel holds before its receivers answer 503; what they hold
-/// is bounded in bytes by [`crate::consumer::PIPELINE_BUDGET_BYTES`].
-const PIPELINE_CAPACITY: usize = 1024;
 
 /// A role, its config section, a pipeline's references to it, and the section's entries.
 type Section<'a> = (&'a str, &'a str, &'a [Located<ComponentId>], &'a [ComponentEntry]);
@@ -36,28 +25,30 @@ type Section<'a> = (&'a str, &'a str, &'a [Located<ComponentId>], &'a [Component
 /// An exporter made for `test-connection`, or why it could not be made.
 pub type BuiltExporter = Result<Arc<dyn Exporter>, String>;
 
-struct ExporterPlan {
-    config: Box<dyn ExporterConfig>,
-    delivery: DeliverySettings,
+pub(crate) struct ExporterPlan {
+    pub(crate) config: Box<dyn ExporterConfig>,
+    pub(crate) delivery: DeliverySettings,
 }
 
-struct PipelinePlan {
-    name: String,
-    receivers: Vec<ComponentId>,
-    processors: Vec<ComponentId>,
-    exporters: Vec<ComponentId>,
+pub(crate) struct PipelinePlan {
+    pub(crate) name: String,
+    pub(crate) receivers: Vec<ComponentId>,
+    pub(crate) processors: Vec<ComponentId>,
+    pub(crate) exporters: Vec<ComponentId>,
 }
 
 /// A config that passed every check; `start` only does I/O.
 pub struct ValidatedService {
-    receivers: BTreeMap<ComponentId, Box<dyn ReceiverConfig>>,
-    processors: BTreeMap<ComponentId, Box<dyn ProcessorConfig>>,
-    exporters: BTreeMap<ComponentId, ExporterPlan>,
-    pipelines: Vec<PipelinePlan>,
-    shutdown_timeout: Duration,
-    data_dir: PathBuf,
+    pub(crate) receivers: BTreeMap<ComponentId, Box<dyn ReceiverConfig>>,
+    pub(crate) processors: BTreeMap<ComponentId, Arc<dyn ProcessorConfig>>,
+    pub(crate) exporters: BTreeMap<ComponentId, ExporterPlan>,
+    /// Each component's settings as written, for a reload to tell what changed.
+    pub(crate) written: BTreeMap<(&'static str, ComponentId), Node>,
+    pub(crate) pipelines: Vec<PipelinePlan>,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) data_dir: PathBuf,
     /// `service.limits.max_inflight_memory`.
-    max_inflight_memory: u64,
+    pub(crate) max_inflight_memory: u64,
     /// Findings that do not stop gencol (unused components, missing `namespace`).
     pub warnings: Diagnostics,
     /// `service.telemetry.metrics`, for the binary to set up before [`Self::start`].
@@ -99,6 +90,14 @@ impl ValidatedService {
         let mut emits_generations = BTreeSet::new();
         let mut adds_request_attributes = BTreeSet::new();
         let mut disk_dirs: BTreeMap<PathBuf, ComponentId> = BTreeMap::new();
+        let mut written = BTreeMap::new();
+        for (role, list) in
+            [("receiver", &config.receivers), ("processor", &config.processors), ("exporter", &config.exporters)]
+        {
+            for e in list {
+                written.insert((role, e.id.value.clone()), e.config.value.clone());
+            }
+        }
 
         let unknown = |role: &str, entry: &ComponentEntry, diags: &mut Diagnostics| {
             let kind = &entry.id.value.kind;
@@ -142,7 +141,7 @@ impl ValidatedService {
                     if factory.adds_request_attributes() {
                         adds_request_attributes.insert(id.clone());
                     }
-                    processors.insert(id, c);
+                    processors.insert(id, Arc::from(c));
                 }
                 Err(errors) => errors.into_iter().for_each(|d| diags.push(d)),
             }
@@ -252,6 +251,7 @@ impl ValidatedService {
             receivers,
             processors,
             exporters,
+            written,
             pipelines,
             shutdown_timeout: config.shutdown_timeout,
             data_dir: config.data_dir.clone(),
@@ -283,114 +283,13 @@ impl ValidatedService {
     /// to start (a port in use), what was started is stopped again and the error
     /// returned: gencol never half-starts. Each component counts into `telemetry`.
     pub async fn start(self, telemetry: &Telemetry) -> Result<RunningService, String> {
-        let used_exporters: BTreeSet<&ComponentId> = self.pipelines.iter().flat_map(|p| &p.exporters).collect();
-        let delivery_stop = CancellationToken::new();
-        let mut exporter_tasks = Vec::new();
-        let mut handles = BTreeMap::new();
-        for id in used_exporters {
-            let plan = &self.exporters[id];
-            let exporter = match plan.config.build(id) {
-                Ok(e) => e,
-                Err(e) => {
-                    delivery_stop.cancel();
-                    close_all(&exporter_tasks);
-                    return Err(format!("exporter `{id}`: {e}"));
-                }
-            };
-            let queue = match plan.delivery.queue.kind {
-                QueueKind::Memory => Queue::Memory(MemoryQueue::new(&plan.delivery.queue)),
-                QueueKind::Disk => {
-                    let dir = plan.delivery.queue.disk_dir(&self.data_dir, &id.to_string());
-                    match DiskQueue::open(&id.to_string(), &dir, &plan.delivery.queue) {
-                        Ok(q) => Queue::Disk(Box::new(q)),
-                        Err(e) => {
-                            delivery_stop.cancel();
-                            close_all(&exporter_tasks);
-                            return Err(format!("exporter `{id}`: {e}"));
-                        }
-                    }
-                }
-            };
-            let queue = Arc::new(queue);
-            let stats = Arc::new(DeliveryStats::default());
-            if let Some(timer) = telemetry.add_exporter(&id.to_string(), stats.clone(), queue.clone()) {
-                let _ = stats.send_timer.set(timer);
-            }
-            let task = tokio::spawn(run_exporter(
-                id.to_string(),
-                exporter,
-                queue.clone(),
-                plan.delivery.clone(),
-                stats.clone(),
-                delivery_stop.clone(),
-            ));
-            handles.insert(
-                id.clone(),
-                ExporterHandle::new(id.to_string(), queue.clone(), plan.delivery.privacy_mode, stats.clone()),
-            );
-            exporter_tasks.push(ExporterTask { id: id.to_string(), task, queue, stats });
-        }
-
-        let mut pipeline_tasks = Vec::new();
-        let mut inputs: BTreeMap<ComponentId, Vec<PipelineInput>> = BTreeMap::new();
-        for p in &self.pipelines {
-            let (tx, rx) = mpsc::channel(PIPELINE_CAPACITY);
-            let durable = p.exporters.iter().any(|id| handles[id].is_durable());
-            let mut processors = Vec::with_capacity(p.processors.len());
-            for id in &p.processors {
-                let ctx = ProcessorContext {
-                    id: id.clone(),
-                    pipeline: p.name.clone(),
-                    state_dir: durable.then(|| self.data_dir.join("state").join(&p.name).join(id.to_string())),
-                    telemetry: telemetry.clone(),
-                };
-                match self.processors[id].build(&ctx) {
-                    Ok(processor) => processors.push(processor),
-                    Err(e) => {
-                        delivery_stop.cancel();
-                        close_all(&exporter_tasks);
-                        return Err(format!("processor `{id}` of pipeline `{}`: {e}", p.name));
-                    }
-                }
-            }
-            let exporters: Vec<ExporterHandle> = p.exporters.iter().map(|id| handles[id].clone()).collect();
-            pipeline_tasks.push(tokio::spawn(run_pipeline(rx, processors, exporters)));
-            let input = PipelineInput::new(p.name.clone(), tx).durable(durable);
-            for r in &p.receivers {
-                inputs.entry(r.clone()).or_default().push(input.clone());
-            }
-        }
-
-        let receiver_stop = CancellationToken::new();
-        let mut receiver_tasks = Vec::new();
-        // One budget for every receiver: what bounds memory is the process, not a port.
         let memory = MemoryBudget::new(usize::try_from(self.max_inflight_memory).unwrap_or(usize::MAX));
-        for (id, senders) in inputs {
-            let consumer = Consumer::new(senders).with_stats(telemetry.add_receiver(&id.to_string()));
-            match self.receivers[&id].start(consumer, memory.clone(), receiver_stop.clone()).await {
-                Ok(task) => receiver_tasks.push(task),
-                Err(e) => {
-                    let running = RunningService {
-                        receiver_stop,
-                        receiver_tasks,
-                        pipeline_tasks,
-                        exporter_tasks,
-                        delivery_stop,
-                        shutdown_timeout: Duration::from_secs(1),
-                    };
-                    running.shutdown().await;
-                    return Err(format!("receiver `{id}`: {e}"));
-                }
-            }
-        }
-        Ok(RunningService {
-            receiver_stop,
-            receiver_tasks,
-            pipeline_tasks,
-            exporter_tasks,
-            delivery_stop,
-            shutdown_timeout: self.shutdown_timeout,
-        })
+        let mut running = RunningService::empty(telemetry.clone(), memory, self.max_inflight_memory);
+        running.apply(self).await.map(|()| running)
+    }
+
+    pub(crate) fn written(&self, role: &'static str, id: &ComponentId) -> &Node {
+        &self.written[&(role, id.clone())]
     }
 }
 
@@ -450,76 +349,6 @@ fn same_endpoint(listen: &str, target: &str) -> bool {
     }
     let (Some((lh, lp)), Some((th, tp))) = (split(listen), split(target)) else { return false };
     lp == tp && (lh == th || ((lh == "0.0.0.0" || lh == "::") && (th.starts_with("127.") || th == "0.0.0.0")))
-}
-
-struct ExporterTask {
-    id: String,
-    task: JoinHandle<()>,
-    queue: Arc<Queue>,
-    stats: Arc<DeliveryStats>,
-}
-
-/// Closes the queues of exporters started before a failure: a disk queue's fsync thread
-/// ends and its directory lock is released.
-fn close_all(tasks: &[ExporterTask]) {
-    tasks.iter().for_each(|e| e.queue.close());
-}
-
-/// A started service. Stop it with [`RunningService::shutdown`].
-pub struct RunningService {
-    receiver_stop: CancellationToken,
-    receiver_tasks: Vec<JoinHandle<()>>,
-    pipeline_tasks: Vec<JoinHandle<()>>,
-    exporter_tasks: Vec<ExporterTask>,
-    delivery_stop: CancellationToken,
-    shutdown_timeout: Duration,
-}
-
-impl RunningService {
-    /// Stops accepting, lets pipelines release what they hold, and drains exporter
-    /// queues for up to `shutdown_timeout`; what is left then is logged as lost.
-    pub async fn shutdown(self) {
-        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
-        self.receiver_stop.cancel();
-        for t in self.receiver_tasks {
-            if tokio::time::timeout_at(deadline, t).await.is_err() {
-                tracing::warn!("a receiver did not finish its requests before shutdown_timeout");
-            }
-        }
-        // Pipelines end once their receivers are gone; one blocked on a full `block`
-        // queue is released by closing the queues at the deadline.
-        for mut t in self.pipeline_tasks {
-            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
-                self.exporter_tasks.iter().for_each(|e| e.queue.close());
-                let _ = t.await;
-            }
-        }
-        for e in &self.exporter_tasks {
-            e.queue.close();
-        }
-        for mut e in self.exporter_tasks {
-            if tokio::time::timeout_at(deadline, &mut e.task).await.is_err() {
-                self.delivery_stop.cancel();
-                let _ = e.task.await;
-            }
-            if let Queue::Disk(q) = &*e.queue {
-                q.persist_acks();
-            }
-            let [sent, failed, dropped, retries] = e.stats.snapshot();
-            let left = e.queue.len();
-            match &*e.queue {
-                Queue::Memory(_) if left > 0 => {
-                    tracing::error!(exporter = %e.id, spans = left, "not delivered before shutdown_timeout: lost (memory queue)");
-                }
-                Queue::Disk(q) if left > 0 => {
-                    tracing::info!(exporter = %e.id, records = left, dir = %q.dir().display(), "not delivered before shutdown_timeout: kept on disk for the next start");
-                }
-                _ => {}
-            }
-            tracing::info!(exporter = %e.id, sent, failed, dropped, retries, "exporter stopped");
-        }
-        self.delivery_stop.cancel();
-    }
 }
 
 #[cfg(test)]

@@ -114,6 +114,8 @@ struct Shared {
     receivers: Mutex<Vec<([KeyValue; 1], Arc<ReceiverStats>)>>,
     exporters: Mutex<Vec<ExporterView>>,
     held_traces: Arc<AtomicI64>,
+    /// Config reloads that took effect, and that were refused (the old config kept).
+    reloads: [AtomicU64; 2],
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -249,13 +251,13 @@ impl Telemetry {
             .with_description("Traces whose shared spans the hierarchy processors hold back")
             .with_callback(move |o| o.observe(s.held_traces.load(Ordering::Relaxed).max(0), &[]))
             .build();
-        // Reload does not exist yet: registered so dashboards can be written against it.
+        let s = shared.clone();
         meter
             .u64_observable_counter("gencol_config_reloads")
-            .with_description("Config reloads, by result (success or failure)")
-            .with_callback(|o| {
-                for result in ["success", "failure"] {
-                    o.observe(0, &[KeyValue::new("result", result)]);
+            .with_description("Config reloads, by result (success, or failure: the previous config kept running)")
+            .with_callback(move |o| {
+                for (result, n) in ["success", "failure"].into_iter().zip(&s.reloads) {
+                    o.observe(n.load(Ordering::Relaxed), &[KeyValue::new("result", result)]);
                 }
             })
             .build();
@@ -274,19 +276,37 @@ impl Telemetry {
         Telemetry { shared: Arc::default(), send_duration: None }
     }
 
-    /// The counters of a receiver about to start.
+    /// The counters of a receiver about to start; a receiver restarted by a reload
+    /// counts on from where the one with its id left off.
     pub(crate) fn add_receiver(&self, id: &str) -> Arc<ReceiverStats> {
+        let attribute = [KeyValue::new("receiver", id.to_owned())];
+        let mut receivers = lock(&self.shared.receivers);
+        if let Some((_, stats)) = receivers.iter().find(|(a, _)| a == &attribute) {
+            return stats.clone();
+        }
         let stats = Arc::new(ReceiverStats::default());
-        lock(&self.shared.receivers).push(([KeyValue::new("receiver", id.to_owned())], stats.clone()));
+        receivers.push((attribute, stats.clone()));
         stats
     }
 
-    /// Shows an exporter's counters and queue; returns its send timer when metrics are on.
+    /// Shows an exporter's counters and queue (replacing what was shown for its id:
+    /// after a reload, the queue it has now); returns its send timer when metrics are on.
     pub(crate) fn add_exporter(&self, id: &str, stats: Arc<DeliveryStats>, queue: Arc<Queue>) -> Option<SendTimer> {
         let attribute = [KeyValue::new("exporter", id.to_owned())];
-        lock(&self.shared.exporters).push(ExporterView { attribute: attribute.clone(), stats, queue });
+        let view = ExporterView { attribute: attribute.clone(), stats, queue };
+        let mut exporters = lock(&self.shared.exporters);
+        match exporters.iter_mut().find(|e| e.attribute == attribute) {
+            Some(e) => *e = view,
+            None => exporters.push(view),
+        }
+        drop(exporters);
         let histogram = self.send_duration.clone()?;
         Some(SendTimer { histogram, attribute: Arc::new(attribute) })
+    }
+
+    /// Counts a config reload: taken (`ok`), or refused with the old config kept.
+    pub fn count_reload(&self, ok: bool) {
+        self.shared.reloads[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A processor's share of `gencol_hierarchy_held_traces`, starting at 0.

@@ -35,7 +35,7 @@ impl Health {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
-    fn get(&self) -> State {
+    pub fn get(&self) -> State {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

@@ -47,9 +47,13 @@ enum Command {
         /// Pipeline YAML; several merge in order.
         #[arg(long = "config", value_name = "FILE")]
         config: Vec<PathBuf>,
-        /// Start only if every exporter's Test Connection passes.
+        /// Start only if every exporter's Test Connection passes (and, on a reload,
+        /// take the new config only if its tests pass).
         #[arg(long)]
         test_connections: bool,
+        /// Reload when a --config file changes (checked every second), as on SIGHUP.
+        #[arg(long)]
+        watch: bool,
     },
     /// Check a config: every error as FILE:LINE:COLUMN: message.
     Validate {
@@ -110,7 +114,13 @@ fn main() -> ExitCode {
         }
         Command::Validate { config } => validate(&config),
         Command::Queue { command: QueueCommand::Inspect { dir } } => inspect_queues(&dir),
-        Command::Run { config, test_connections } => block_on(run(&config, test_connections)),
+        Command::Run { config, test_connections, watch } => {
+            if watch && config.is_empty() {
+                eprintln!("error: --watch needs --config FILE: the embedded default pipeline does not change");
+                return ExitCode::FAILURE;
+            }
+            block_on(run(&config, test_connections, watch))
+        }
         Command::TestConnection { config, exporters } => block_on(test_connection(&config, &exporters)),
     }
 }
@@ -268,25 +278,42 @@ fn check(registry: &mut Registry, config: &ServiceConfig) -> Result<ValidatedSer
     }
 }
 
-/// A checked config: the service to start, and where the health check listens (if on).
+/// A checked config: the service to start, and the settings the binary applies itself.
 struct Loaded {
     service: ValidatedService,
+    /// Where the health check listens (if on).
     health_check: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<String>,
 }
 
-/// Loads, merges and checks the config, plugins included; prints every finding.
-fn load(paths: &[PathBuf], registry: &mut Registry) -> Result<Loaded, ()> {
+impl Loaded {
+    fn apply_logging(&self) {
+        logging::apply(self.log_level.as_deref(), self.log_format.as_deref());
+    }
+}
+
+/// Loads, merges and checks the config, plugins included: every finding, or the config.
+fn check_config(paths: &[PathBuf], registry: &mut Registry) -> Result<Loaded, Diagnostics> {
     let root: Result<Located<Node>, Diagnostics> = if paths.is_empty() {
         load_str(DEFAULT_PIPELINE_NAME, DEFAULT_PIPELINE, &process_env)
     } else {
         let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
         load_files(&paths, &process_env)
     };
-    let checked = root.and_then(|root| ServiceConfig::from_node(&root)).and_then(|c| {
-        logging::apply(c.log_level.as_deref(), c.log_format.as_deref());
+    root.and_then(|root| ServiceConfig::from_node(&root)).and_then(|c| {
         let health_check = c.health_check.as_ref().map(|e| e.value.clone());
-        check(registry, &c).map(|service| Loaded { service, health_check })
-    });
+        let (log_level, log_format) = (c.log_level.clone(), c.log_format.clone());
+        check(registry, &c).map(|service| Loaded { service, health_check, log_level, log_format })
+    })
+}
+
+/// [`check_config`], printing every finding; applies the config's log settings.
+fn load(paths: &[PathBuf], registry: &mut Registry) -> Result<Loaded, ()> {
+    let checked = check_config(paths, registry);
+    if let Ok(loaded) = &checked {
+        loaded.apply_logging();
+    }
     match checked {
         Ok(loaded) => {
             print_diagnostics(&loaded.service.warnings);
@@ -342,8 +369,8 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
     }
 }
 
-async fn run(paths: &[PathBuf], test_first: bool) -> ExitCode {
-    let Ok(Loaded { service, health_check }) = load(paths, &mut registry()) else { return ExitCode::FAILURE };
+async fn run(paths: &[PathBuf], test_first: bool, watch: bool) -> ExitCode {
+    let Ok(Loaded { service, health_check, .. }) = load(paths, &mut registry()) else { return ExitCode::FAILURE };
     // The health check listens first, so a probe learns why gencol is not ready yet.
     let health = health::Health::new("starting: opening the receivers");
     let stop_health = tokio_util::sync::CancellationToken::new();
@@ -364,6 +391,7 @@ async fn run(paths: &[PathBuf], test_first: bool) -> ExitCode {
         }
         health.set(health::State::NotReady("starting: opening the receivers".into()));
     }
+    let started_with = Started { health_check, metrics: format!("{:?}", service.metrics) };
     let metrics = match OwnMetrics::start(&service.metrics).await {
         Ok(m) => m,
         Err(e) => {
@@ -371,7 +399,7 @@ async fn run(paths: &[PathBuf], test_first: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let running = match service.start(&metrics.telemetry).await {
+    let mut running = match service.start(&metrics.telemetry).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -380,14 +408,197 @@ async fn run(paths: &[PathBuf], test_first: bool) -> ExitCode {
         }
     };
     health.set(health::State::Ready);
-    tracing::info!(version = gencol_model::VERSION, "gencol is running; stop with Ctrl-C or SIGTERM");
-    wait_for_signal().await;
+    tracing::info!(
+        version = gencol_model::VERSION,
+        "gencol is running; stop with Ctrl-C or SIGTERM, reload with SIGHUP"
+    );
+    let mut triggers = match reload::Triggers::new(paths, watch) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            running.shutdown().await;
+            metrics.shutdown().await;
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            why = triggers.next() => {
+                let reload = reload::Reload { paths, test_first, health: &health, telemetry: &metrics.telemetry, started_with: &started_with };
+                reload.run(why, &mut running).await;
+                triggers.loaded();
+            }
+        }
+    }
     health.set(health::State::NotReady("draining: stopped accepting, delivering what was accepted".into()));
     tracing::info!("stopping: no new data accepted, draining exporters");
     running.shutdown().await;
     // After the drain, so the last scrape window and the final push hold the final counts.
     metrics.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// What only a restart changes: the health check's and the metrics' endpoints.
+struct Started {
+    health_check: Option<String>,
+    metrics: String,
+}
+
+/// Reloading the config on SIGHUP or, with `--watch`, when a config file changes.
+mod reload {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use gencol_engine::{RunningService, Telemetry};
+
+    use crate::health::{Health, State};
+    use crate::{Started, check_config, registry, test_results};
+
+    /// How often `--watch` reads the config files.
+    const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+    /// What asks for a reload.
+    pub struct Triggers {
+        #[cfg(unix)]
+        hangup: tokio::signal::unix::Signal,
+        /// With `--watch`: the files and what they held when last loaded.
+        watched: Option<Vec<(PathBuf, Option<Vec<u8>>)>>,
+    }
+
+    fn read_all(paths: &[PathBuf]) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+        paths.iter().map(|p| (p.clone(), std::fs::read(p).ok())).collect()
+    }
+
+    impl Triggers {
+        pub fn new(paths: &[PathBuf], watch: bool) -> Result<Triggers, String> {
+            Ok(Triggers {
+                #[cfg(unix)]
+                hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?,
+                watched: watch.then(|| read_all(paths)),
+            })
+        }
+
+        /// Waits for the next reason to reload. The files are compared by content, not
+        /// watched with inotify: an editor's rename-over or a Kubernetes ConfigMap's
+        /// symlink swap replaces the file a watch was set on, and a read every second
+        /// costs nothing next to the traffic.
+        pub async fn next(&mut self) -> &'static str {
+            let watch = async {
+                let Some(watched) = &self.watched else { return std::future::pending().await };
+                loop {
+                    tokio::time::sleep(WATCH_EVERY).await;
+                    let paths: Vec<PathBuf> = watched.iter().map(|(p, _)| p.clone()).collect();
+                    if read_all(&paths) != *watched {
+                        return "a config file changed";
+                    }
+                }
+            };
+            #[cfg(unix)]
+            {
+                tokio::select! {
+                    _ = self.hangup.recv() => "SIGHUP",
+                    why = watch => why,
+                }
+            }
+            #[cfg(not(unix))]
+            watch.await
+        }
+
+        /// The files as they are now count as loaded (whether or not the reload took).
+        pub fn loaded(&mut self) {
+            if let Some(watched) = &mut self.watched {
+                let paths: Vec<PathBuf> = watched.iter().map(|(p, _)| p.clone()).collect();
+                *watched = read_all(&paths);
+            }
+        }
+    }
+
+    pub struct Reload<'a> {
+        pub paths: &'a [PathBuf],
+        pub test_first: bool,
+        pub health: &'a Health,
+        pub telemetry: &'a Telemetry,
+        pub started_with: &'a Started,
+    }
+
+    impl Reload<'_> {
+        /// Loads, checks and (with `--test-connections`) tests the config, then swaps it
+        /// into `running`. Whatever fails, the running config stays, and each error is
+        /// logged as `FILE:LINE:COLUMN: message`.
+        pub async fn run(&self, why: &str, running: &mut RunningService) {
+            tracing::info!("reloading the configuration ({why})");
+            let before = self.health.get();
+            self.health.set(State::NotReady("reloading: checking the new configuration".into()));
+            let loaded = match check_config(self.paths, &mut registry()) {
+                Ok(loaded) => loaded,
+                Err(diags) => {
+                    let errors = diags.0.iter().filter(|d| d.is_error()).count();
+                    for d in &diags.0 {
+                        if d.is_error() {
+                            tracing::error!("{d}");
+                        } else {
+                            tracing::warn!("{d}");
+                        }
+                    }
+                    let why = format!("{errors} error{} in the configuration", if errors == 1 { "" } else { "s" });
+                    return self.refused(why, before);
+                }
+            };
+            for d in &loaded.service.warnings.0 {
+                tracing::warn!("{d}");
+            }
+            if loaded.health_check != self.started_with.health_check
+                || format!("{:?}", loaded.service.metrics) != self.started_with.metrics
+            {
+                tracing::warn!(
+                    "extensions.health_check and service.telemetry.metrics changed: they apply at the next restart"
+                );
+            }
+            if self.test_first {
+                self.health.set(State::NotReady("reloading: testing the connections to the destinations".into()));
+                let used: Vec<String> = loaded.service.used_exporters().iter().map(ToString::to_string).collect();
+                let failed: Vec<String> = test_results(&loaded.service, &used)
+                    .await
+                    .into_iter()
+                    .filter_map(|(id, outcome)| outcome.err().map(|e| format!("exporter `{id}`: {e}")))
+                    .collect();
+                if !failed.is_empty() {
+                    for f in &failed {
+                        tracing::error!("reload: Test Connection FAILED: {f}");
+                    }
+                    self.telemetry.count_reload(false);
+                    tracing::error!("reload refused: the previous configuration keeps running");
+                    // Stays until a reload passes: the config the operator asked for is
+                    // not the one running, and a probe should say so.
+                    self.health.set(State::NotReady(format!(
+                        "reload refused, the previous configuration keeps running: Test Connection failed for {}",
+                        failed.join("; ")
+                    )));
+                    return;
+                }
+            }
+            loaded.apply_logging();
+            match running.reload(loaded.service).await {
+                Ok(()) => {
+                    self.telemetry.count_reload(true);
+                    self.health.set(State::Ready);
+                    tracing::info!("configuration reloaded");
+                }
+                Err(e) => self.refused(e, before),
+            }
+        }
+
+        /// The reload did not happen: the health check says again what it said before.
+        fn refused(&self, why: String, before: State) {
+            self.telemetry.count_reload(false);
+            self.health.set(before);
+            tracing::error!("reload refused, the previous configuration keeps running: {why}");
+        }
+    }
 }
 
 async fn wait_for_signal() {
@@ -422,14 +633,29 @@ async fn test_connection(paths: &[PathBuf], only: &[String]) -> ExitCode {
 /// Exporters are tested at once, so one dead destination does not make the others
 /// wait. Returns whether every test passed.
 async fn test_all(service: &ValidatedService, only: &[String]) -> bool {
-    let exporters = service.build_exporters();
     let mut all_ok = true;
+    for (id, outcome) in test_results(service, only).await {
+        match outcome {
+            Ok(detail) => print_out(&format!("{id}: ok ({detail})\n")),
+            Err(e) => {
+                all_ok = false;
+                print_out(&format!("{id}: FAILED: {e}\n"));
+            }
+        }
+    }
+    all_ok
+}
+
+/// The outcome of each exporter's test (see [`test_all`]), in id order; a name in
+/// `only` that is no exporter comes first, as failed.
+async fn test_results(service: &ValidatedService, only: &[String]) -> Vec<(String, Result<String, String>)> {
+    let exporters = service.build_exporters();
+    let mut results = Vec::new();
     for name in only {
         if !exporters.iter().any(|(id, _)| &id.to_string() == name) {
             let known: Vec<String> = exporters.iter().map(|(id, _)| id.to_string()).collect();
             let known = known.join(", ");
-            print_out(&format!("{name}: FAILED: no exporter `{name}` in the configuration (defined: {known})\n"));
-            all_ok = false;
+            results.push((name.clone(), Err(format!("no exporter `{name}` in the configuration (defined: {known})"))));
         }
     }
     let mut tests = Vec::new();
@@ -449,13 +675,7 @@ async fn test_all(service: &ValidatedService, only: &[String]) -> bool {
     }
     for (id, test) in tests {
         let outcome = test.await.unwrap_or_else(|e| Err(format!("the test stopped unexpectedly: {e}")));
-        match outcome {
-            Ok(detail) => print_out(&format!("{id}: ok ({detail})\n")),
-            Err(e) => {
-                all_ok = false;
-                print_out(&format!("{id}: FAILED: {e}\n"));
-            }
-        }
+        results.push((id.to_string(), outcome));
     }
-    all_ok
+    results
 }

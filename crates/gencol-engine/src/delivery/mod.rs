@@ -152,7 +152,7 @@ const MEMORY_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Disk queue bound (bytes on disk) when `max_bytes` is not written (SPEC §7).
 const DISK_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueSettings {
     pub kind: QueueKind,
@@ -193,6 +193,12 @@ impl QueueSettings {
             (None, QueueKind::Memory) => MEMORY_MAX_BYTES,
             (None, QueueKind::Disk) => DISK_MAX_BYTES,
         }
+    }
+
+    /// Whether a queue made with `other` holds and bounds spans as one made with these
+    /// settings would: a reload keeps such a queue (`consumers` is a sender setting).
+    pub fn same_storage(&self, other: &QueueSettings) -> bool {
+        QueueSettings { consumers: other.consumers, ..self.clone() } == *other
     }
 
     /// The disk queue directory of exporter `id`.
@@ -394,6 +400,9 @@ impl Queue {
 }
 
 /// Drains one exporter's queue until it is closed and empty, or `stop` is cancelled.
+/// `handover` (a reload that changed the exporter but kept its queue) makes it take no
+/// more batches: the sends in flight finish, with their retries, and the exporter built
+/// from the new settings takes the queue from there.
 pub(crate) async fn run_exporter(
     id: String,
     exporter: Arc<dyn Exporter>,
@@ -401,6 +410,7 @@ pub(crate) async fn run_exporter(
     settings: DeliverySettings,
     stats: Arc<DeliveryStats>,
     stop: CancellationToken,
+    handover: CancellationToken,
 ) {
     let in_flight = Arc::new(Semaphore::new(settings.queue.consumers.max(1)));
     let mut sends = JoinSet::new();
@@ -411,6 +421,7 @@ pub(crate) async fn run_exporter(
         let taken = tokio::select! {
             b = queue.pop(MAX_BATCH) => b,
             _ = stop.cancelled() => None,
+            _ = handover.cancelled() => None,
         };
         let Some(mut taken) = taken else { break };
         // A trickle (a few generations a millisecond) would otherwise go out a span or
@@ -421,6 +432,7 @@ pub(crate) async fn run_exporter(
             tokio::select! {
                 _ = tokio::time::sleep(BATCH_LINGER) => {}
                 _ = stop.cancelled() => {}
+                _ = handover.cancelled() => {}
             }
             while let Some(more) = queue.take(MAX_BATCH.after(taken.items.len(), taken.bytes)) {
                 taken.items.extend(more.items);
