@@ -33,6 +33,13 @@ struct Settings<'a> {
     health_port: Option<u16>,
 }
 
+impl<'a> Settings<'a> {
+    /// A memory queue, a 100 ms window, no health check, one exporter.
+    fn plain(sink: &'a str, team: &'a str, metrics_port: u16) -> Self {
+        Settings { sink, team, window: "100ms", queue: "", second: None, metrics_port, health_port: None }
+    }
+}
+
 fn config(s: &Settings<'_>) -> String {
     let (second_yaml, second_id) = match s.second {
         Some((yaml, id)) => (yaml.to_owned(), format!(", {id}")),
@@ -203,8 +210,7 @@ async fn a_changed_header_under_steady_load_loses_nothing_and_keeps_the_socket()
     let mut sink = PortSink::start(SinkOptions::default()).await;
     let metrics_port = free_port();
     let url = sink.url();
-    let settings =
-        |team| Settings { sink: &url, team, window: "100ms", queue: "", second: None, metrics_port, health_port: None };
+    let settings = |team| Settings::plain(&url, team, metrics_port);
     let gencol = Gencol::start(&config(&settings("old")));
     let stats = Arc::new(SendStats::default());
     let until = Instant::now() + Duration::from_secs(5);
@@ -245,8 +251,7 @@ async fn a_broken_config_keeps_the_old_one_running_and_names_every_error_at_its_
     let mut sink = PortSink::start(SinkOptions::default()).await;
     let metrics_port = free_port();
     let url = sink.url();
-    let settings =
-        |team| Settings { sink: &url, team, window: "100ms", queue: "", second: None, metrics_port, health_port: None };
+    let settings = |team| Settings::plain(&url, team, metrics_port);
     let gencol = Gencol::start(&config(&settings("old")));
     let first = format!("broken-{}", 1);
     assert_eq!(post_json(&gencol.generations_url(), &generation(&first)).await.0, 202);
@@ -301,15 +306,7 @@ async fn a_reload_whose_test_connection_fails_is_refused_and_health_names_the_ex
     let (metrics_port, health_port) = (free_port(), free_port());
     let url = sink.url();
     let dead = format!("http://127.0.0.1:{}/v1/traces", free_port());
-    let settings = |sink| Settings {
-        sink,
-        team: "t",
-        window: "100ms",
-        queue: "",
-        second: None,
-        metrics_port,
-        health_port: Some(health_port),
-    };
+    let settings = |sink| Settings { health_port: Some(health_port), ..Settings::plain(sink, "t", metrics_port) };
     let gencol = Gencol::start_configs(&[], &config(&settings(&url)), &["--test-connections"], &[]);
     let health = format!("http://127.0.0.1:{health_port}/");
     let probe = || async {
@@ -345,8 +342,7 @@ async fn watch_reloads_when_the_file_changes() {
     let mut sink = PortSink::start(SinkOptions::default()).await;
     let metrics_port = free_port();
     let url = sink.url();
-    let settings =
-        |team| Settings { sink: &url, team, window: "100ms", queue: "", second: None, metrics_port, health_port: None };
+    let settings = |team| Settings::plain(&url, team, metrics_port);
     let gencol = Gencol::start_configs(&[], &config(&settings("old")), &["--watch"], &[]);
     assert_eq!(post_json(&gencol.generations_url(), &generation("watch-1")).await.0, 202);
     sink.assert_all_arrive(&[gen_span_id("watch-1")], WAIT, "before the change", &gencol).await;
@@ -371,8 +367,7 @@ async fn a_reload_that_rebuilds_a_disk_queued_pipeline_and_adds_an_exporter_lose
     let second_yaml =
         format!("  otlp/second:\n    endpoint: {second_url}\n    retry:\n      initial_interval: 100ms\n");
     let disk = "    queue:\n      kind: disk\n";
-    let before =
-        Settings { sink: &url, team: "t", window: "100ms", queue: disk, second: None, metrics_port, health_port: None };
+    let before = Settings { queue: disk, ..Settings::plain(&url, "t", metrics_port) };
     let gencol = Gencol::start(&config(&before));
     let stats = Arc::new(SendStats::default());
     let until = Instant::now() + Duration::from_secs(5);
