@@ -251,7 +251,7 @@ const MIN_PUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1)
 pub const DEFAULT_PROMETHEUS_ENDPOINT: &str = "127.0.0.1:8888";
 
 /// `service.telemetry.metrics`, checked.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MetricsConfig {
     /// Where `GET /metrics` is served (`host:port`), if anywhere.
     pub prometheus: Option<String>,
@@ -260,7 +260,7 @@ pub struct MetricsConfig {
 }
 
 /// `service.telemetry.metrics.otlp`.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct OtlpMetricsConfig {
     /// The full URL metrics are posted to (`https://host/v1/metrics`).
     pub endpoint: String,
@@ -337,14 +337,16 @@ pub fn check_host_port(endpoint: &str) -> Result<(), String> {
 fn check_metrics_url(url: &str) -> Result<(), String> {
     let hint = "write the full URL, e.g. https://otlp.example.com/v1/metrics";
     let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
-        return Err(format!("`{url}` is not an http:// or https:// URL: {hint}"));
+        // Not echoed: a URL can carry a key in its query or userinfo.
+        let scheme = url.split_once("://").map_or("no scheme", |(scheme, _)| scheme);
+        return Err(format!("the URL is not an http:// or https:// URL (scheme: {scheme}): {hint}"));
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.contains('@') {
         return Err("the URL holds a user name or password: put credentials in `headers` instead".to_owned());
     }
     if authority.is_empty() || authority.starts_with(':') {
-        return Err(format!("`{url}` has no host: {hint}"));
+        return Err(format!("the URL has no host: {hint}"));
     }
     Ok(())
 }

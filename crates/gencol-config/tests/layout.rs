@@ -318,9 +318,15 @@ fn bad_metrics_endpoint() {
     let text = format!("{PIPELINE}  telemetry:\n    metrics:\n      otlp: {{endpoint: \"otlp.example.com:4318\"}}\n");
     assert_eq!(
         only(&text),
-        "c.yaml:6:24: service.telemetry.metrics.otlp.endpoint: `otlp.example.com:4318` is not an http:// or \
-         https:// URL: write the full URL, e.g. https://otlp.example.com/v1/metrics"
+        "c.yaml:6:24: service.telemetry.metrics.otlp.endpoint: the URL is not an http:// or https:// URL \
+         (scheme: no scheme): write the full URL, e.g. https://otlp.example.com/v1/metrics"
     );
+    // A URL can carry a key in its query: the error names the problem, not the URL.
+    let text = format!(
+        "{PIPELINE}  telemetry:\n    metrics:\n      otlp: {{endpoint: \"ftp://otlp.example.com/v1/metrics?api_key=s3cret-9\"}}\n"
+    );
+    let error = only(&text);
+    assert!(error.contains("(scheme: ftp)") && !error.contains("s3cret-9"), "{error}");
     let text = format!(
         "{PIPELINE}  telemetry:\n    metrics:\n      otlp: {{endpoint: \"https://me:${{env:GENCOL_TOKEN}}@otlp.example.com\"}}\n"
     );
