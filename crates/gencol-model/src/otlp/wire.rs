@@ -10,7 +10,7 @@
 //! sense the walk stops too, having paid for everything before that point, which is all
 //! prost can decode before it reports the same error.
 
-use prost::encoding::{WireType, decode_key, decode_varint};
+use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
 
 use crate::budget::{
     ARRAY_VALUE_COST, ATTRIBUTE_COST, ENTITY_REF_COST, EVENT_COST, Exceeded, FIRST_ARRAY_VALUE, FIRST_ATTRIBUTE,
@@ -107,11 +107,6 @@ fn walk(buf: &mut &[u8], msg: Msg, meter: &mut Meter, depth: usize) -> Result<()
     while !buf.is_empty() {
         let (tag, wire_type) = decode_key(buf).map_err(|_| Stop::Malformed)?;
         match wire_type {
-            WireType::Varint => {
-                decode_varint(buf).map_err(|_| Stop::Malformed)?;
-            }
-            WireType::SixtyFourBit => skip(buf, 8)?,
-            WireType::ThirtyTwoBit => skip(buf, 4)?,
             WireType::LengthDelimited => {
                 let len = decode_varint(buf).map_err(|_| Stop::Malformed)?;
                 let len = usize::try_from(len).ok().filter(|l| *l <= buf.len()).ok_or(Stop::Malformed)?;
@@ -133,42 +128,10 @@ fn walk(buf: &mut &[u8], msg: Msg, meter: &mut Meter, depth: usize) -> Result<()
                     Field::Other => {}
                 }
             }
-            WireType::StartGroup => skip_group(buf, tag, depth + 1)?,
-            WireType::EndGroup => return Err(Stop::Malformed),
+            // Scalars, and (deprecated) groups skipped as prost skips an unknown field:
+            // nothing in them is kept, so nothing is charged.
+            other => skip_field(other, tag, buf, DecodeContext::default()).map_err(|_| Stop::Malformed)?,
         }
     }
     Ok(())
-}
-
-fn skip(buf: &mut &[u8], n: usize) -> Result<(), Stop> {
-    if buf.len() < n {
-        return Err(Stop::Malformed);
-    }
-    *buf = &buf[n..];
-    Ok(())
-}
-
-/// Skips a (deprecated) group as prost skips an unknown field: nothing in it is kept.
-fn skip_group(buf: &mut &[u8], tag: u32, depth: usize) -> Result<(), Stop> {
-    if depth > MAX_DEPTH {
-        return Err(Stop::Malformed);
-    }
-    loop {
-        let (inner_tag, wire_type) = decode_key(buf).map_err(|_| Stop::Malformed)?;
-        match wire_type {
-            WireType::EndGroup if inner_tag == tag => return Ok(()),
-            WireType::EndGroup => return Err(Stop::Malformed),
-            WireType::Varint => {
-                decode_varint(buf).map_err(|_| Stop::Malformed)?;
-            }
-            WireType::SixtyFourBit => skip(buf, 8)?,
-            WireType::ThirtyTwoBit => skip(buf, 4)?,
-            WireType::LengthDelimited => {
-                let len = decode_varint(buf).map_err(|_| Stop::Malformed)?;
-                let len = usize::try_from(len).ok().filter(|l| *l <= buf.len()).ok_or(Stop::Malformed)?;
-                skip(buf, len)?;
-            }
-            WireType::StartGroup => skip_group(buf, inner_tag, depth + 1)?,
-        }
-    }
 }
