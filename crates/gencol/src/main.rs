@@ -391,7 +391,7 @@ async fn run(paths: &[PathBuf], test_first: bool, watch: bool) -> ExitCode {
         }
         health.set(health::State::NotReady("starting: opening the receivers".into()));
     }
-    let started_with = Started { health_check, metrics: format!("{:?}", service.metrics) };
+    let started_with = Started { health_check, metrics: service.metrics.clone() };
     let metrics = match OwnMetrics::start(&service.metrics).await {
         Ok(m) => m,
         Err(e) => {
@@ -444,7 +444,7 @@ async fn run(paths: &[PathBuf], test_first: bool, watch: bool) -> ExitCode {
 /// What only a restart changes: the health check's and the metrics' endpoints.
 struct Started {
     health_check: Option<String>,
-    metrics: String,
+    metrics: gencol_config::MetricsConfig,
 }
 
 /// Reloading the config on SIGHUP or, with `--watch`, when a config file changes.
@@ -552,7 +552,7 @@ mod reload {
                 tracing::warn!("{d}");
             }
             if loaded.health_check != self.started_with.health_check
-                || format!("{:?}", loaded.service.metrics) != self.started_with.metrics
+                || loaded.service.metrics != self.started_with.metrics
             {
                 tracing::warn!(
                     "extensions.health_check and service.telemetry.metrics changed: they apply at the next restart"
