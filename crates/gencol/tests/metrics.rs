@@ -280,25 +280,7 @@ async fn metrics_are_pushed_with_otlp_and_the_configured_headers() {
     const KEY: &str = "push-key-8c2b71";
     let (push_url, pushes) = metrics_backend(200).await;
     let sink = OtlpSink::start().await.unwrap();
-    let yaml = format!(
-        r#"
-receivers:
-  generations:
-    endpoint: 127.0.0.1:{{GEN_PORT}}
-exporters:
-  otlp/sink: {{endpoint: "{sink}"}}
-service:
-  telemetry:
-    metrics:
-      otlp:
-        endpoint: "{push_url}"
-        headers: {{x-api-key: "${{env:TEST_METRICS_KEY}}"}}
-        interval: 1s
-  pipelines:
-    traces: {{receivers: [generations], exporters: [otlp/sink]}}
-"#,
-        sink = sink.url(),
-    );
+    let yaml = pushing_config(&push_url, &format!("otlp/sink: {{endpoint: \"{}\"}}", sink.url()), "otlp/sink");
     let mut gencol = Gencol::start_with_env(&yaml, &[("TEST_METRICS_KEY", KEY)]);
     let records = json!([generation("p-1"), generation("p-2"), generation("p-3")]);
     let (st, _) = post_json(&gencol.generations_url(), &records).await;
@@ -367,24 +349,7 @@ fn a_metrics_port_in_use_stops_the_start() {
 async fn a_failed_push_is_logged_without_the_header_values() {
     const KEY: &str = "push-key-refused-41d0";
     let (push_url, pushes) = metrics_backend(401).await;
-    let yaml = format!(
-        r#"
-receivers:
-  generations:
-    endpoint: 127.0.0.1:{{GEN_PORT}}
-exporters:
-  debug: {{}}
-service:
-  telemetry:
-    metrics:
-      otlp:
-        endpoint: "{push_url}"
-        headers: {{x-api-key: "${{env:TEST_METRICS_KEY}}"}}
-        interval: 1s
-  pipelines:
-    traces: {{receivers: [generations], exporters: [debug]}}
-"#
-    );
+    let yaml = pushing_config(&push_url, "debug: {}", "debug");
     let mut gencol = Gencol::start_with_env(&yaml, &[("TEST_METRICS_KEY", KEY)]);
     let deadline = Instant::now() + WAIT;
     while !gencol.stderr().contains("pushing gencol's metrics failed") {
@@ -397,4 +362,27 @@ service:
     let line = stderr.lines().find(|l| l.contains("pushing gencol's metrics failed")).unwrap_or_default();
     assert!(line.contains("401") && line.contains(&push_url), "{line}");
     assert!(!stderr.contains(KEY), "the header value is a secret:\n{stderr}");
+}
+
+/// Generations into one exporter (`exporter_yaml`, its id `exporter`), metrics pushed
+/// every second to `push_url` with the key from `TEST_METRICS_KEY`.
+fn pushing_config(push_url: &str, exporter_yaml: &str, exporter: &str) -> String {
+    format!(
+        r#"
+receivers:
+  generations:
+    endpoint: 127.0.0.1:{{GEN_PORT}}
+exporters:
+  {exporter_yaml}
+service:
+  telemetry:
+    metrics:
+      otlp:
+        endpoint: "{push_url}"
+        headers: {{x-api-key: "${{env:TEST_METRICS_KEY}}"}}
+        interval: 1s
+  pipelines:
+    traces: {{receivers: [generations], exporters: [{exporter}]}}
+"#
+    )
 }
