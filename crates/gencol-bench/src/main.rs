@@ -275,7 +275,13 @@ fn run_all(args: AllArgs) -> Result<(), String> {
     });
     write(&results.join("runs.json"), &serde_json::to_vec_pretty(&json).map_err(|e| e.to_string())?)?;
     report::plot(&medians, &results.join("throughput-latency.svg"))?;
-    let md = report::markdown(&info, &medians, &verdicts, &failures);
+    let mut md = report::markdown(&info, &medians, &verdicts, &failures);
+    // Before/after figures of hot-path changes are measured by hand (two binaries,
+    // alternated) and kept in this file, so a new run keeps stating them.
+    if let Ok(kept) = std::fs::read_to_string(results.join(BEFORE_AFTER)) {
+        md.push('\n');
+        md.push_str(&kept);
+    }
     write(&out.join("BENCHMARKS.md"), md.as_bytes())?;
     for v in &verdicts {
         let holds = match v.holds {
@@ -288,6 +294,9 @@ fn run_all(args: AllArgs) -> Result<(), String> {
     eprintln!("wrote {}", out.join("BENCHMARKS.md").display());
     Ok(())
 }
+
+/// Under `bench-results/`: the hand-measured before/after section appended to BENCHMARKS.md.
+const BEFORE_AFTER: &str = "before-after.md";
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))

@@ -151,9 +151,9 @@ pub trait ExporterConfig: Send + Sync {
     fn build(&self, id: &ComponentId) -> Result<Arc<dyn Exporter>, String>;
 }
 
-/// Sends batches to one destination. The engine wraps every exporter the same way,
-/// inside out: send → timeout → retry → queue; an exporter only sends once and says
-/// whether a failure is worth retrying.
+/// Sends batches to one destination. The engine wraps every exporter the same way (a
+/// queue, then `tower` layers: concurrency limit, retry, telemetry, timeout); an exporter
+/// only sends once and says whether a failure is worth retrying.
 pub trait Exporter: Send + Sync + 'static {
     /// Sends one batch once.
     fn export<'a>(&'a self, batch: &'a [SpanItem]) -> BoxFuture<'a, Result<(), ExportError>>;

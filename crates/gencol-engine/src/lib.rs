@@ -1,7 +1,8 @@
 //! gencol's pipeline engine, shaped like the OpenTelemetry Collector's: component
 //! factories in a registry, a pipeline graph checked before anything starts,
 //! receivers → bounded channel → processors → fan-out → one bounded queue per
-//! exporter, each exporter wrapped once in send → timeout → retry → queue.
+//! exporter, each exporter's sends passing through the same `tower` layers (concurrency
+//! limit, settle, stop, retry, telemetry, timeout: see the `delivery` module).
 //!
 //! The engine knows no concrete component: receivers, processors and exporters
 //! register factories ([`Registry`]).

@@ -1,12 +1,27 @@
 //! Delivery, written once for every exporter (SPEC §7): a bounded queue in front of
 //! each exporter so a slow destination never delays another (in memory, or on disk where
 //! a 202 means fsynced), batching (take what is queued, up to a batch size; a partial
-//! batch waits a few milliseconds for more), a few sends in flight, and
-//! send → timeout → retry with backoff that honours `Retry-After` in full.
+//! batch waits a few milliseconds for more), and a stack of `tower` layers every batch
+//! goes through, outermost first:
+//!
+//! | layer | concern |
+//! |---|---|
+//! | `tower::limit::ConcurrencyLimit` | at most `queue.consumers` batches in flight; a slot before a batch is taken |
+//! | [`settle::SettleLayer`] | what becomes of a batch: counted, split when refused, kept on disk or lost |
+//! | [`stop::StopLayer`] | `shutdown_timeout` ends a send that is still waiting |
+//! | `tower::retry::Retry` with [`retry::RetryPolicy`] | backoff, `Retry-After` in full, `max_elapsed_time` |
+//! | [`telemetry::TelemetryLayer`] | each attempt's duration |
+//! | [`timeout::TimeoutLayer`] | no answer within `timeout` reads as retryable |
+//! | [`send::ExportService`] | the exporter sends once |
 
 mod disk;
 mod memory;
 mod retry;
+mod send;
+mod settle;
+mod stop;
+mod telemetry;
+mod timeout;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,16 +32,24 @@ use gencol_config::{ByteSize, Duration as ConfigDuration};
 use gencol_model::SpanItem;
 use prost::Message;
 use serde::Deserialize;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::retry::RetryLayer;
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::component::Exporter;
 use crate::consumer::AckToken;
 use crate::telemetry::SendTimer;
 pub(crate) use disk::DiskQueue;
 pub(crate) use memory::MemoryQueue;
-use retry::{Outcome, send_with_retry};
+use retry::RetryPolicy;
+use send::ExportService;
+use settle::SettleLayer;
+use stop::StopLayer;
+use telemetry::TelemetryLayer;
+use timeout::TimeoutLayer;
 
 /// The keys every exporter accepts besides its own.
 pub const DELIVERY_KEYS: [&str; 4] = ["timeout", "retry", "queue", "privacy_mode"];
@@ -391,10 +414,10 @@ impl Queue {
         }
     }
 
-    /// Marks a taken batch done (sent, or refused for good).
-    fn done(&self, taken: &Taken) {
+    /// Marks the disk records of a taken batch done (sent, or refused for good).
+    fn done(&self, seqs: &[u64]) {
         if let Queue::Disk(q) = self {
-            q.done(&taken.seqs);
+            q.done(seqs);
         }
     }
 }
@@ -412,12 +435,27 @@ pub(crate) async fn run_exporter(
     stop: CancellationToken,
     handover: CancellationToken,
 ) {
-    let in_flight = Arc::new(Semaphore::new(settings.queue.consumers.max(1)));
+    let pause = settings.retry.max_interval.0;
+    let mut delivery = ServiceBuilder::new()
+        .layer(ConcurrencyLimitLayer::new(settings.queue.consumers.max(1)))
+        .layer(SettleLayer::new(&id, queue.clone(), stats.clone(), pause, stop.clone()))
+        .layer(StopLayer::new(stop.clone()))
+        .layer(RetryLayer::new(RetryPolicy::new(&id, &settings.retry, stats.clone())))
+        .layer(TelemetryLayer::new(stats.clone()))
+        .layer(TimeoutLayer::new(settings.timeout.0))
+        .service(ExportService::new(exporter));
     let mut sends = JoinSet::new();
     loop {
         // A send slot first, then the batch: while every slot is busy, spans gather in
         // the queue and go out together, instead of being taken early in small batches.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+        let ready = tokio::select! {
+            r = ServiceExt::<Taken>::ready(&mut delivery) => r.is_ok(),
+            _ = stop.cancelled() => false,
+            _ = handover.cancelled() => false,
+        };
+        if !ready {
+            break;
+        }
         let taken = tokio::select! {
             b = queue.pop(MAX_BATCH) => b,
             _ = stop.cancelled() => None,
@@ -440,174 +478,11 @@ pub(crate) async fn run_exporter(
                 taken.seqs.extend(more.seqs);
             }
         }
-        let (id, exporter, settings, stats, stop, queue) =
-            (id.clone(), exporter.clone(), settings.clone(), stats.clone(), stop.clone(), queue.clone());
-        sends.spawn(async move {
-            deliver_taken(&id, exporter.as_ref(), &queue, taken, &settings, &stats, &stop).await;
-            drop(permit);
-        });
+        // The future holds the send slot until the batch is settled.
+        sends.spawn(delivery.call(taken));
         while sends.try_join_next().is_some() {}
     }
     while sends.join_next().await.is_some() {}
-}
-
-/// Sends one taken batch and settles it: counted, and (disk) acknowledged so it is not
-/// read again, or kept on disk when retries ran out or shutdown came first.
-async fn deliver_taken(
-    id: &str,
-    exporter: &dyn Exporter,
-    queue: &Queue,
-    taken: Taken,
-    settings: &DeliverySettings,
-    stats: &DeliveryStats,
-    stop: &CancellationToken,
-) {
-    let n = taken.items.len() as u64;
-    let on_disk = matches!(queue, Queue::Disk(_));
-    loop {
-        match send_with_retry(id, exporter, &taken.items, settings, stats, stop).await {
-            Outcome::Sent => {
-                stats.sent.fetch_add(n, Ordering::Relaxed);
-                queue.done(&taken);
-                return;
-            }
-            Outcome::Rejected => {
-                stats.failed(n, Lost::Permanent);
-                queue.done(&taken);
-                return;
-            }
-            Outcome::Refused(reason) => {
-                let isolated = isolate_refused(id, exporter, &taken.items, reason, settings, stats, stop).await;
-                if isolated.unsettled == 0 || !on_disk {
-                    // A memory-queued part that could not be settled (the destination went
-                    // away meanwhile, or shutdown) is lost: counted with the refused ones.
-                    stats.failed(isolated.unsettled, Lost::Exhausted);
-                    queue.done(&taken);
-                    return;
-                }
-                // Disk: the record stays; the whole batch is sent again later (the parts
-                // delivered already go again, with the same ids).
-                tokio::select! {
-                    _ = tokio::time::sleep(settings.retry.max_interval.0.max(Duration::from_secs(1))) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
-            Outcome::GaveUp if on_disk => {
-                // SPEC §7: a disk-queued batch stays on disk for later. It keeps this
-                // send slot and starts a new round of retries after a pause.
-                tracing::warn!(
-                    exporter = id,
-                    spans = n,
-                    "batch kept in the disk queue; trying again in {:?}",
-                    settings.retry.max_interval.0
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(settings.retry.max_interval.0.max(Duration::from_secs(1))) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
-            Outcome::GaveUp => {
-                stats.failed(n, Lost::Exhausted);
-                return;
-            }
-            Outcome::Stopped if on_disk => {
-                tracing::info!(
-                    exporter = id,
-                    spans = n,
-                    "shutdown_timeout reached while sending: batch stays on disk for the next start"
-                );
-                return;
-            }
-            Outcome::Stopped => {
-                stats.failed(n, Lost::Shutdown);
-                tracing::error!(
-                    exporter = id,
-                    spans = n,
-                    "shutdown_timeout reached while sending: batch lost (memory queue)"
-                );
-                return;
-            }
-        }
-    }
-}
-
-/// At most this many requests go to isolating the spans a destination refuses in one
-/// batch: enough for a few bad spans in a full batch (halving finds one among 1,024 in 20
-/// requests), and a bound when the destination refuses everything.
-const ISOLATION_SENDS: usize = 64;
-
-/// How the split of a refused batch ended, in spans.
-struct Isolation {
-    /// Spans of parts the destination did not settle (it went away, or shutdown came).
-    unsettled: u64,
-}
-
-/// A batch the destination refused for its content (SPEC: one bad record never sinks
-/// its batch): its halves are sent, and the halves of a refused half, until only the
-/// spans the destination refuses on their own are left; those are dropped and counted,
-/// and one line says how many and why. What is still unresolved after
-/// [`ISOLATION_SENDS`] requests is refused as a whole.
-async fn isolate_refused(
-    id: &str,
-    exporter: &dyn Exporter,
-    items: &[SpanItem],
-    mut reason: String,
-    settings: &DeliverySettings,
-    stats: &DeliveryStats,
-    stop: &CancellationToken,
-) -> Isolation {
-    fn halves(r: std::ops::Range<usize>) -> [std::ops::Range<usize>; 2] {
-        let mid = r.start + r.len() / 2;
-        // Popped from the back: the first half goes first.
-        [mid..r.end, r.start..mid]
-    }
-    let (mut sent, mut refused, mut unsettled, mut sends) = (0u64, 0u64, 0u64, 0usize);
-    let mut pending = if items.len() > 1 { halves(0..items.len()).to_vec() } else { Vec::new() };
-    if items.len() == 1 {
-        refused = 1;
-    }
-    while let Some(part) = pending.pop() {
-        let len = part.len() as u64;
-        if sends >= ISOLATION_SENDS || unsettled > 0 {
-            // Past the bound, or the destination stopped answering: not split further.
-            if unsettled > 0 {
-                unsettled += len
-            } else {
-                refused += len
-            }
-            continue;
-        }
-        sends += 1;
-        match send_with_retry(id, exporter, &items[part.clone()], settings, stats, stop).await {
-            Outcome::Sent => sent += len,
-            Outcome::Refused(why) => {
-                reason = why;
-                if part.len() > 1 {
-                    pending.extend(halves(part));
-                } else {
-                    refused += 1;
-                }
-            }
-            Outcome::Rejected => refused += len,
-            Outcome::GaveUp | Outcome::Stopped => unsettled += len,
-        }
-    }
-    stats.sent.fetch_add(sent, Ordering::Relaxed);
-    stats.failed(refused, Lost::Permanent);
-    if items.len() == 1 {
-        tracing::error!(exporter = id, spans = 1, "destination refused the span for good, not retrying: {reason}");
-        return Isolation { unsettled };
-    }
-    tracing::error!(
-        exporter = id,
-        spans = items.len(),
-        refused,
-        delivered = sent,
-        requests = sends + 1,
-        "destination refused {refused} of {} spans of a batch for good; the batch was split so the others could go through: {reason}",
-        items.len()
-    );
-    Isolation { unsettled }
 }
 
 /// What the pipeline uses to hand a batch to one exporter.
@@ -706,54 +581,11 @@ pub(crate) fn encoded_bytes(items: &[SpanItem]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
-
-    use gencol_model::Origin;
 
     use super::*;
     use crate::component::{BoxFuture, ExportError};
-
-    /// Refuses (as a 400 would) every batch holding a span named `bad`; takes the others.
-    #[derive(Default)]
-    struct Picky {
-        requests: AtomicUsize,
-        taken: Mutex<Vec<String>>,
-        refuse_all: bool,
-    }
-
-    impl Exporter for Picky {
-        fn export<'a>(&'a self, batch: &'a [SpanItem]) -> BoxFuture<'a, Result<(), ExportError>> {
-            self.requests.fetch_add(1, Ordering::SeqCst);
-            let bad = self.refuse_all || batch.iter().any(|i| i.span.name.starts_with("bad"));
-            if !bad {
-                self.taken.lock().unwrap().extend(batch.iter().map(|i| i.span.name.clone()));
-            }
-            Box::pin(async move { if bad { Err(ExportError::refused("400 invalid span")) } else { Ok(()) } })
-        }
-        fn test_connection(&self) -> BoxFuture<'_, Result<String, ExportError>> {
-            Box::pin(async { Ok(String::new()) })
-        }
-    }
-
-    fn batch(n: usize, bad: &[usize]) -> Vec<SpanItem> {
-        let origin = Arc::new(Origin::default());
-        (0..n)
-            .map(|i| {
-                let name = if bad.contains(&i) { format!("bad{i}") } else { format!("s{i}") };
-                let span = opentelemetry_proto::tonic::trace::v1::Span { name, ..Default::default() };
-                SpanItem { origin: origin.clone(), span, generation: None }
-            })
-            .collect()
-    }
-
-    async fn isolate(exporter: &Picky, items: &[SpanItem]) -> (Isolation, [u64; 4]) {
-        let stats = DeliveryStats::default();
-        let settings = DeliverySettings::default();
-        let stop = CancellationToken::new();
-        let isolation = isolate_refused("test", exporter, items, "400".into(), &settings, &stats, &stop).await;
-        (isolation, stats.snapshot())
-    }
+    use crate::delivery::send::testing::spans;
 
     #[test]
     fn lost_spans_are_counted_by_reason_and_as_failed_or_dropped() {
@@ -769,28 +601,58 @@ mod tests {
         assert_eq!(stats.drops(), [4, 3, 2, 2, 0, 0]);
     }
 
-    #[tokio::test]
-    async fn a_refused_batch_is_split_until_only_the_refused_spans_are_left() {
-        let exporter = Picky::default();
-        let items = batch(1024, &[37, 900]);
-        let (isolation, [sent, failed, ..]) = isolate(&exporter, &items).await;
-        assert_eq!((sent, failed, isolation.unsettled), (1022, 2, 0));
-        let mut taken = exporter.taken.lock().unwrap().clone();
-        taken.sort();
-        taken.dedup();
-        assert_eq!(taken.len(), 1022, "every good span delivered once");
-        assert!(!taken.iter().any(|n| n.starts_with("bad")));
-        // Halving: about 2·log2(1024) requests per bad span, not one per span.
-        let requests = exporter.requests.load(Ordering::SeqCst);
-        assert!(requests <= 2 * 2 * 10 + 2, "{requests} requests");
+    /// Takes every batch after a second, and tracks how many it holds at once.
+    #[derive(Default)]
+    struct Slow {
+        now: AtomicUsize,
+        most: AtomicUsize,
+        spans: AtomicUsize,
     }
 
-    #[tokio::test]
-    async fn a_destination_that_refuses_everything_gets_a_bounded_number_of_requests() {
-        let exporter = Picky { refuse_all: true, ..Picky::default() };
-        let items = batch(1024, &[]);
-        let (_, [sent, failed, ..]) = isolate(&exporter, &items).await;
-        assert_eq!((sent, failed), (0, 1024));
-        assert_eq!(exporter.requests.load(Ordering::SeqCst), ISOLATION_SENDS);
+    impl Exporter for Slow {
+        fn export<'a>(&'a self, batch: &'a [SpanItem]) -> BoxFuture<'a, Result<(), ExportError>> {
+            Box::pin(async move {
+                let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.spans.fetch_add(batch.len(), Ordering::SeqCst);
+                self.now.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            })
+        }
+        fn test_connection(&self) -> BoxFuture<'_, Result<String, ExportError>> {
+            Box::pin(async { Ok(String::new()) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_queue_consumers_batches_are_in_flight_and_the_rest_gather_in_the_queue() {
+        let mut settings = DeliverySettings::default();
+        settings.queue.consumers = 2;
+        let queue = Arc::new(Queue::Memory(MemoryQueue::new(&settings.queue)));
+        let exporter = Arc::new(Slow::default());
+        let stats = Arc::new(DeliveryStats::default());
+        let (stop, handover) = (CancellationToken::new(), CancellationToken::new());
+        let task = tokio::spawn(run_exporter(
+            "slow".into(),
+            exporter.clone(),
+            queue.clone(),
+            settings,
+            stats.clone(),
+            stop,
+            handover,
+        ));
+        // Ten pushes of 10 spans, 100 ms apart: two batches go out at once, and what
+        // arrives while both slots are busy waits and goes out together.
+        for _ in 0..10 {
+            queue.push(spans(10, &[])).await.expect("queued");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        queue.close();
+        task.await.expect("drained");
+        assert_eq!(exporter.spans.load(Ordering::SeqCst), 100);
+        assert_eq!(exporter.most.load(Ordering::SeqCst), 2);
+        assert_eq!(stats.snapshot()[0], 100);
+        assert!(queue.len() == 0);
     }
 }

@@ -16,10 +16,10 @@ use gencol_model::Origin;
 use gencol_model::budget::MemoryBudget;
 use tokio::task::JoinHandle;
 
-use crate::http::{ReceiverError, serve};
+use crate::http::{Dialect, ReceiverError, StackSettings, serve, stack};
 use crate::settings::{ServerSettings, decode_settings, locate};
 use config::{CheckedSettings, GenerationsSettings};
-use service::GenerationsService;
+use service::{Form, GenerationsDialect, GenerationsHandler, Handler, NOT_FOUND, PATH};
 
 /// Registers the `generations` receiver type.
 pub struct GenerationsReceiverFactory;
@@ -70,15 +70,23 @@ impl GenerationsReceiverConfig {
         memory: MemoryBudget,
         shutdown: CancellationToken,
     ) -> Result<(SocketAddr, JoinHandle<()>), ReceiverError> {
-        let service = GenerationsService {
-            consumer,
+        let handler = GenerationsHandler(Arc::new(Handler {
+            consumer: consumer.clone(),
             origin: self.origin.clone(),
-            auth: self.server.auth.clone(),
-            body: self.server.body,
             max_records: self.max_records,
+        }));
+        let settings = StackSettings {
+            dialect: GenerationsDialect,
+            path: PATH,
+            not_found: NOT_FOUND,
+            auth: self.server.auth.clone(),
+            content: Form::from_media_type,
+            body: self.server.body,
             memory,
         };
-        let (addr, task) = serve(&self.server.endpoint, Arc::new(service), self.server.connections, shutdown).await?;
+        let service = stack(settings, consumer, handler);
+        let busy = GenerationsDialect::BUSY_JSON;
+        let (addr, task) = serve(&self.server.endpoint, service, busy, self.server.connections, shutdown).await?;
         tracing::info!(receiver = %self.id, address = %addr, "listening");
         Ok((addr, task))
     }

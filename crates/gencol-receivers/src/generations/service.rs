@@ -1,31 +1,34 @@
 //! What `POST /v1/generations` does with a request, answering exactly per SPEC §2:
 //! 202 with the accepted count and the rejected records, 400 when nothing is usable,
-//! 401 before the body is read, 413, 415, and 503 when a pipeline is full (nothing
-//! of the request kept, so the sender's retry is the only copy). A body with many bad
+//! 413, and 503 when the records cannot be kept (nothing of the request kept, so the
+//! sender's retry is the only copy). The shared layers (`crate::http`) have answered
+//! 401, 404, 405, 408, 413, 415 and a full pipeline's 503 before. A body with many bad
 //! records lists the first [`MAX_LISTED_REJECTIONS`] and counts the rest
 //! (`rejected_total`), so the answer stays small.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use gencol_engine::{Consumer, RefusedReason};
-use gencol_model::budget::{Exceeded, MemoryBudget, Meter};
+use gencol_model::budget::Meter;
 use gencol_model::{DecodeError, DecodedSpans, MAX_LISTED_REJECTIONS, Origin, RecordError, decode_spans};
-use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{HeaderMap, Request, Response, StatusCode};
 use serde::Serialize;
+use tower::Service;
 
-use crate::http::{
-    ACK_PATIENCE, BearerAuth, Body, BodyLimits, Endpoint, INLINE_DECODE_LIMIT, RESERVE_PATIENCE, compression, json,
-    json_error, media_type, read_body, with_status_headers,
-};
+use crate::http::{ACK_PATIENCE, Body, Dialect, INLINE_DECODE_LIMIT, Refusal, Reserved, json, json_error, media_type};
 
 /// The one path this receiver serves.
 pub(crate) const PATH: &str = "/v1/generations";
 
+/// The 404 message.
+pub(crate) const NOT_FOUND: &str = "not found: post generation records to /v1/generations";
+
 /// How the records are laid out in the body.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Form {
+pub(crate) enum Form {
     /// One object or an array of objects.
     Json,
     /// One object a line.
@@ -35,7 +38,7 @@ enum Form {
 impl Form {
     /// A missing `Content-Type` is read as JSON: gateways posting with a bare
     /// `curl -d` should not have to learn about headers first.
-    fn from_media_type(media: Option<&str>) -> Result<Form, String> {
+    pub(crate) fn from_media_type(media: Option<&str>) -> Result<Form, String> {
         match media {
             None | Some("application/json") => Ok(Form::Json),
             Some("application/x-ndjson" | "application/ndjson" | "application/jsonl") => Ok(Form::Ndjson),
@@ -46,17 +49,34 @@ impl Form {
     }
 }
 
-/// The request handler of one `generations` receiver; shared by all its connections.
-pub(crate) struct GenerationsService {
+/// Refusals as `{"error": "..."}`.
+#[derive(Clone, Copy)]
+pub(crate) struct GenerationsDialect;
+
+impl Dialect for GenerationsDialect {
+    const BUSY_JSON: &'static str = r#"{"error":"too many connections: every connection this receiver allows (max_connections) is serving a request; retry"}"#;
+    type Context = ();
+
+    fn context(&self, _headers: &HeaderMap) {}
+
+    fn refusal(&self, (): (), refusal: Refusal) -> Response<Body> {
+        json_error(refusal.status, &refusal.message)
+    }
+}
+
+/// What is left of a request once the shared layers let it through (SPEC §2): decode
+/// the records, hand the valid ones on, answer 202 with the rejected ones, or 400 when
+/// none is usable. Shared by all connections of one receiver.
+#[derive(Clone)]
+pub(crate) struct GenerationsHandler(pub Arc<Handler>);
+
+/// What a handler knows, shared by the clones a request makes of the receiver's stack.
+pub(crate) struct Handler {
     pub consumer: Consumer,
     /// Resource and scope of every span this receiver makes, built once.
     pub origin: Arc<Origin>,
-    pub auth: Option<BearerAuth>,
-    pub body: BodyLimits,
     /// `max_records_per_request`.
     pub max_records: usize,
-    /// What requests of every receiver may hold at once (`service.limits.max_inflight_memory`).
-    pub memory: MemoryBudget,
 }
 
 #[derive(Serialize)]
@@ -81,93 +101,49 @@ fn total_if_cut(listed: &[RecordError], total: usize) -> Option<usize> {
     (total > listed.len()).then_some(total)
 }
 
-impl Endpoint for GenerationsService {
-    const BUSY_JSON: &'static str = r#"{"error":"too many connections: every connection this receiver allows (max_connections) is serving a request; retry"}"#;
+impl Service<Request<Reserved>> for GenerationsHandler {
+    type Response = Response<Body>;
+    type Error = Refusal;
+    type Future = BoxFuture<'static, Result<Response<Body>, Refusal>>;
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        with_status_headers(self.answer(req).await)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Refusal>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Reserved>) -> Self::Future {
+        let this = self.0.clone();
+        Box::pin(async move { this.answer(req).await })
     }
 }
 
-impl GenerationsService {
-    async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
-        if req.uri().path() != PATH {
-            return json_error(StatusCode::NOT_FOUND, "not found: post generation records to /v1/generations");
-        }
-        if req.method() != Method::POST {
-            return json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use POST");
-        }
-        // Before anything else is looked at, so a stranger learns nothing and no
-        // byte of an unauthenticated body is read.
-        if let Some(auth) = &self.auth
-            && let Err(e) = auth.check(req.headers())
-        {
-            self.count_refused(RefusedReason::Unauthorized, 1);
-            return json_error(StatusCode::UNAUTHORIZED, &e.to_string());
-        }
-        let form = match Form::from_media_type(media_type(req.headers()).as_deref()) {
-            Ok(f) => f,
-            Err(message) => {
-                self.count_refused(RefusedReason::UnsupportedMediaType, 1);
-                return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &message);
-            }
-        };
-        let compression = match compression(req.headers()) {
-            Ok(c) => c,
-            Err(message) => {
-                self.count_refused(RefusedReason::UnsupportedMediaType, 1);
-                return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &message);
-            }
-        };
-        let (body, charge) = match read_body(req, &self.body, compression, &self.memory).await {
-            Ok(b) => b,
-            Err(e) => {
-                let status = e.status();
-                if let Some(reason) = crate::refused_reason(status) {
-                    self.count_refused(reason, 1);
-                }
-                return json_error(status, &e.to_string());
-            }
-        };
-
-        // Room first: under overload the answer is a 503, not a decoded batch thrown away.
-        let reservation = match self.consumer.reserve(body.len(), RESERVE_PATIENCE).await {
-            Ok(r) => r,
-            Err(full) => {
-                tracing::debug!(pipeline = %full.pipeline, "pipeline full: answering 503");
-                self.count_refused(RefusedReason::Backpressure, 1);
-                return json_error(StatusCode::SERVICE_UNAVAILABLE, "pipeline full, retry");
-            }
-        };
+impl Handler {
+    async fn answer(&self, req: Request<Reserved>) -> Result<Response<Body>, Refusal> {
+        // ContentLayer refused any other media type.
+        let form = Form::from_media_type(media_type(req.headers()).as_deref()).unwrap_or(Form::Json);
+        let Reserved { bytes: body, charge, reservation } = req.into_body();
         let mut meter = Meter::new(charge, self.max_records, "records", "max_records_per_request");
         let (decoded, meter) = if body.len() <= INLINE_DECODE_LIMIT {
             (decode(&body, form, &self.origin, &mut meter), meter)
         } else {
             let origin = self.origin.clone();
-            match tokio::task::spawn_blocking(move || (decode(&body, form, &origin, &mut meter), meter)).await {
-                Ok(d) => d,
-                Err(e) => {
+            tokio::task::spawn_blocking(move || (decode(&body, form, &origin, &mut meter), meter)).await.map_err(
+                |e| {
                     tracing::error!(error = %e, "decoding generation records failed");
-                    return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error while decoding the records");
-                }
-            }
+                    Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error while decoding the records")
+                },
+            )?
         };
         let DecodedSpans { spans, rejected, rejected_total } = match decoded {
             Ok(d) => d,
-            Err(DecodeError::Exceeded(e)) => {
-                let reason =
-                    if matches!(e, Exceeded::Busy) { RefusedReason::Backpressure } else { RefusedReason::TooLarge };
-                self.count_refused(reason, 1);
-                return exceeded(&e);
-            }
+            Err(DecodeError::Exceeded(e)) => return Err(Refusal::from(e)),
             Err(e) => {
                 self.count_refused(RefusedReason::Invalid, 1);
-                return refused(&e.to_string(), &[], 0);
+                return Ok(refused(&e.to_string(), &[], 0));
             }
         };
         if spans.is_empty() {
             self.count_refused(RefusedReason::Invalid, rejected_total.max(1));
-            return refused(&none_valid_message(&rejected, rejected_total), &rejected, rejected_total);
+            return Ok(refused(&none_valid_message(&rejected, rejected_total), &rejected, rejected_total));
         }
         let accepted = spans.len();
         let kept = reservation.send(spans);
@@ -177,11 +153,11 @@ impl GenerationsService {
             && let Err(reason) = kept.wait(ACK_PATIENCE).await
         {
             tracing::debug!("records not kept, answering 503: {reason}");
-            self.count_refused(RefusedReason::Backpressure, accepted + rejected_total);
-            return json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("the records could not be kept, retry: {reason}"),
-            );
+            let message = format!("the records could not be kept, retry: {reason}");
+            return Err(Refusal {
+                records: accepted + rejected_total,
+                ..Refusal::new(StatusCode::SERVICE_UNAVAILABLE, message)
+            });
         }
         self.consumer.stats().accepted(accepted);
         self.count_refused(RefusedReason::Invalid, rejected_total);
@@ -190,12 +166,11 @@ impl GenerationsService {
         }
         let answer =
             Accepted { accepted, rejected: &rejected, rejected_total: total_if_cut(&rejected, rejected_total) };
-        json(StatusCode::ACCEPTED, to_json(&answer))
+        Ok(json(StatusCode::ACCEPTED, to_json(&answer)))
     }
-}
-impl GenerationsService {
-    /// Counted where the answer is decided; a request refused before its body is read
-    /// counts as one record.
+
+    /// Counted where the answer is decided, for answers that are not refusals (a 400
+    /// listing the rejected records, or a 202 with some rejected).
     fn count_refused(&self, reason: RefusedReason, records: usize) {
         self.consumer.stats().refused(reason, records);
     }
@@ -207,15 +182,6 @@ fn decode(body: &Bytes, form: Form, origin: &Arc<Origin>, meter: &mut Meter) -> 
     // The text decoding copies out of the body is never longer than it.
     meter.pay(body.len()).map_err(DecodeError::Exceeded)?;
     decode_spans(body, form == Form::Ndjson, origin, meter)
-}
-
-/// 413 for a request over its record or memory limit, 503 when others hold the memory.
-fn exceeded(e: &Exceeded) -> Response<Body> {
-    let status = match e {
-        Exceeded::Busy => StatusCode::SERVICE_UNAVAILABLE,
-        Exceeded::Items { .. } | Exceeded::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-    };
-    json_error(status, &e.to_string())
 }
 
 /// The 400 message: names the first bad record's index and field path.

@@ -1,9 +1,16 @@
-//! The bearer check: which tokens let a client in, compared without leaking them.
+//! The bearer check: which tokens let a client in, compared without leaking them. As a
+//! layer it runs before anything else of the request is looked at, so a stranger learns
+//! nothing and no byte of an unauthenticated body is read.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use http::HeaderMap;
+use futures_util::future::{Either, Ready, ready};
 use http::header::AUTHORIZATION;
+use http::{HeaderMap, Request, StatusCode};
+use tower::{Layer, Service};
+
+use super::Refusal;
 
 /// The bearer tokens a client may present. Tokens are secrets: they are never
 /// logged, echoed in answers, or shown by `Debug`.
@@ -61,6 +68,55 @@ impl BearerAuth {
     }
 }
 
+/// Refuses (401) a request without one of the tokens; lets every request in when there
+/// are none (`auth` left out).
+#[derive(Clone, Debug)]
+pub(crate) struct AuthLayer {
+    auth: Option<BearerAuth>,
+}
+
+impl AuthLayer {
+    pub fn new(auth: Option<BearerAuth>) -> Self {
+        AuthLayer { auth }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth { auth: self.auth.clone(), inner }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Auth<S> {
+    auth: Option<BearerAuth>,
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for Auth<S>
+where
+    S: Service<Request<B>, Error = Refusal>,
+{
+    type Response = S::Response;
+    type Error = Refusal;
+    type Future = Either<Ready<Result<S::Response, Refusal>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Refusal>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(auth) = &self.auth
+            && let Err(e) = auth.check(req.headers())
+        {
+            return Either::Left(ready(Err(Refusal::new(StatusCode::UNAUTHORIZED, e.to_string()))));
+        }
+        Either::Right(self.inner.call(req))
+    }
+}
+
 /// Compares in time that depends only on the presented length, never on where the
 /// first difference is or on the secret's length. `expected` is never empty
 /// (checked in [`BearerAuth::new`]).
@@ -78,8 +134,10 @@ fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
+    use tower::ServiceExt;
 
     use super::*;
+    use crate::http::testing::recorder;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -100,5 +158,26 @@ mod tests {
         assert_eq!(auth.check(&headers(&[("authorization", "Basic czNjcmV0")])), Err(AuthError::Missing));
         assert_eq!(auth.check(&HeaderMap::new()), Err(AuthError::Missing));
         assert!(!format!("{auth:?}").contains("s3cret"));
+    }
+
+    #[tokio::test]
+    async fn the_layer_lets_in_only_a_configured_token_and_never_echoes_one() {
+        let (inner, seen) = recorder::<()>();
+        let auth = BearerAuth::new(vec!["s3cret".into()]).expect("valid");
+        let svc = AuthLayer::new(Some(auth)).layer(inner.clone());
+        let with = |value: &str| Request::builder().header("authorization", value).body(()).expect("request");
+
+        let e = svc.clone().oneshot(Request::new(())).await.expect_err("no token");
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert!(e.message.contains("Authorization: Bearer <token>"), "{}", e.message);
+        let e = svc.clone().oneshot(with("Bearer s3cret-not")).await.expect_err("wrong token");
+        assert_eq!((e.status, e.message.as_str()), (StatusCode::UNAUTHORIZED, "invalid bearer token"));
+        assert!(seen.lock().expect("test lock").is_empty(), "nothing refused reached the handler");
+        svc.oneshot(with("Bearer s3cret")).await.expect("let in");
+        assert_eq!(seen.lock().expect("test lock").len(), 1);
+
+        // No `auth`: everyone is let in.
+        AuthLayer::new(None).layer(inner).oneshot(Request::new(())).await.expect("no auth configured");
+        assert_eq!(seen.lock().expect("test lock").len(), 2);
     }
 }

@@ -13,21 +13,28 @@
 //! spins: when it fails (out of file descriptors) the loop waits, longer each time, and
 //! says so at most every 10 s.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use gencol_engine::CancellationToken;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
+use tower::util::Oneshot;
+use tower::{Service, ServiceExt};
 
-use super::{Endpoint, ReceiverError};
+use super::{Body, ReceiverError};
 
 /// How a listener treats its connections.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -45,25 +52,44 @@ pub(crate) struct ConnectionLimits {
 /// through it in parts anyway.
 const MAX_READ_BUFFER: usize = 64 * 1024;
 
+/// What the listen loop serves: a receiver's layered stack (`super::stack`), cloned for
+/// each request.
+pub(crate) trait HttpService:
+    Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send + Sync + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Binds `endpoint` and serves `service` on it until `shutdown` is cancelled; then
 /// stops accepting, lets requests in flight finish, and closes idle keep-alive
-/// connections. Returns the bound address (port 0 becomes the real port).
-pub(crate) async fn serve<E: Endpoint>(
+/// connections. A connection there is no room for gets `busy_json` in a 503. Returns
+/// the bound address (port 0 becomes the real port).
+pub(crate) async fn serve<S: HttpService>(
     endpoint: &str,
-    service: Arc<E>,
+    service: S,
+    busy_json: &'static str,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), ReceiverError> {
     let bind_err = |source| ReceiverError::Bind { endpoint: endpoint.to_owned(), source };
     let listener = TcpListener::bind(endpoint).await.map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
-    let task = tokio::spawn(accept_loop(listener, service, limits, shutdown));
+    let task = tokio::spawn(accept_loop(listener, service, busy_json, limits, shutdown));
     Ok((addr, task))
 }
 
-async fn accept_loop<E: Endpoint>(
+async fn accept_loop<S: HttpService>(
     listener: TcpListener,
-    service: Arc<E>,
+    service: S,
+    busy_json: &'static str,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
@@ -73,7 +99,7 @@ async fn accept_loop<E: Endpoint>(
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_READ_BUFFER);
     let open = Arc::new(OpenConnections::new(limits.max_connections));
-    let refusal = busy_answer(E::BUSY_JSON);
+    let refusal = busy_answer(busy_json);
     let mut failures = AcceptFailures::default();
     let mut connections = JoinSet::new();
     loop {
@@ -108,17 +134,19 @@ async fn accept_loop<E: Endpoint>(
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, %peer, "cannot set TCP_NODELAY");
                 }
-                let service = service.clone();
+                // One copy of the stack per connection, called for each of its requests
+                // (hyper asks one at a time): no copy of every layer per request.
+                let service = RefCell::new(service.clone());
                 let in_request = conn.clone();
                 let http_conn = http.serve_connection(
                     TokioIo::new(stream),
                     service_fn(move |req| {
-                        let service = service.clone();
                         let busy = in_request.busy();
+                        let answer = call(&service, req);
                         async move {
-                            let answer = service.handle(req).await;
+                            let answer = answer.await;
                             drop(busy);
-                            Ok::<_, Infallible>(answer)
+                            answer
                         }
                     }),
                 );
@@ -148,6 +176,20 @@ async fn accept_loop<E: Endpoint>(
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// Calls the connection's copy of the stack when it is ready at once (every layer is
+/// always ready: a full pipeline is a 503, not a wait for readiness), else a fresh copy
+/// that is waited on, as `tower` requires `poll_ready` before `call`.
+fn call<S: HttpService>(
+    service: &RefCell<S>,
+    req: Request<Incoming>,
+) -> Either<S::Future, Oneshot<S, Request<Incoming>>> {
+    let mut service = service.borrow_mut();
+    match service.poll_ready(&mut TaskContext::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(())) => Either::Left(service.call(req)),
+        _ => Either::Right(service.clone().oneshot(req)),
+    }
 }
 
 /// The connections of one listener: how many, and which wait for a request.

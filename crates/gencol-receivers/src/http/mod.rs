@@ -1,23 +1,48 @@
-//! The HTTP plumbing both receivers share, so that they treat connections, tokens,
-//! sizes, time and memory the same way and differ only in what a body means: the listen
-//! loop and its bound on connections ([`connections`]), the bearer check ([`auth`]),
-//! and reading a body within its size, time and memory limits ([`body`]).
+//! The HTTP stack both receivers share, so that they treat connections, tokens, sizes,
+//! time and memory the same way and differ only in what a body means. The listen loop
+//! and its bound on connections ([`connections`]) hand each request to a stack of
+//! `tower` layers, one concern each, outermost first:
+//!
+//! | layer | concern | refuses with |
+//! |---|---|---|
+//! | [`AnswerLayer`] | renders a refusal in the receiver's dialect, counts it, adds `Retry-After` & co. | — |
+//! | [`RouteLayer`] | the one path and method | 404, 405 |
+//! | [`AuthLayer`] | the bearer token | 401 |
+//! | [`ContentLayer`] | `Content-Type` and `Content-Encoding` | 415 |
+//! | [`ReadLayer`] | reading the body within its size, time and memory | 408, 413, 501, 503 |
+//! | [`DecompressLayer`] | gzip, within the same limits | 400, 413 |
+//! | [`ReserveLayer`] | room in every pipeline, all or nothing | 503 |
+//!
+//! What is left for a receiver is its handler: a `Service<Request<Reserved>>` that
+//! decodes the body and hands on the spans. [`stack`] composes the layers around it.
 
+mod answer;
 mod auth;
-mod body;
 mod connections;
+mod content;
+mod decompress;
+mod read;
+mod reserve;
+mod route;
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use gencol_engine::Consumer;
+use gencol_model::budget::MemoryBudget;
 use http::header::{CONTENT_TYPE, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
+use tower::{Service, ServiceBuilder};
 
-pub(crate) use auth::BearerAuth;
-pub(crate) use body::{BodyLimits, compression, media_type, read_body};
-pub(crate) use connections::{ConnectionLimits, serve};
+pub(crate) use answer::{AnswerLayer, Dialect, Refusal};
+pub(crate) use auth::{AuthLayer, BearerAuth};
+pub(crate) use connections::{ConnectionLimits, HttpService, serve};
+pub(crate) use content::{ContentLayer, media_type};
+pub(crate) use decompress::DecompressLayer;
+pub(crate) use read::{BodyLimits, ReadLayer};
+pub(crate) use reserve::{ReserveLayer, Reserved};
+pub(crate) use route::RouteLayer;
 
 /// What every answer carries: small, fully built bodies.
 pub(crate) type Body = Full<Bytes>;
@@ -46,6 +71,44 @@ pub enum ReceiverError {
     },
 }
 
+/// What one receiver's stack is made from, besides its handler.
+pub(crate) struct StackSettings<D, P> {
+    pub dialect: D,
+    /// The one path served; a request elsewhere gets 404 with this message.
+    pub path: &'static str,
+    pub not_found: &'static str,
+    pub auth: Option<BearerAuth>,
+    /// Reads `Content-Type` (without parameters, lower-cased) into what the handler
+    /// needs to know of it; `Err` is the 415 message.
+    pub content: P,
+    pub body: BodyLimits,
+    /// What requests of every receiver may hold at once (`service.limits.max_inflight_memory`).
+    pub memory: MemoryBudget,
+}
+
+/// The shared layers around a receiver's `handler`: what the listen loop serves.
+pub(crate) fn stack<D, P, K, H>(settings: StackSettings<D, P>, consumer: Consumer, handler: H) -> impl HttpService
+where
+    D: Dialect,
+    P: Fn(Option<&str>) -> Result<K, String> + Clone + Send + Sync + 'static,
+    K: Clone + Send + Sync + 'static,
+    H: Service<http::Request<Reserved>, Response = Response<Body>, Error = Refusal, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    ServiceBuilder::new()
+        .layer(AnswerLayer::new(settings.dialect, consumer.clone()))
+        .layer(RouteLayer::post(settings.path, settings.not_found))
+        .layer(AuthLayer::new(settings.auth))
+        .layer(ContentLayer::new(settings.content))
+        .layer(ReadLayer::new(settings.body, settings.memory))
+        .layer(DecompressLayer::new(settings.body.max_body))
+        .layer(ReserveLayer::new(consumer, RESERVE_PATIENCE))
+        .service(handler)
+}
+
 /// An answer with a body and its content type.
 pub(crate) fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()));
@@ -64,35 +127,29 @@ pub(crate) fn json_error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, serde_json::json!({ "error": message }).to_string())
 }
 
-/// Adds the headers a status asks for: `Allow` on 405, `WWW-Authenticate` on 401,
-/// `Retry-After` on 503, `Connection: close` on 408.
-pub(crate) fn with_status_headers(mut resp: Response<Body>) -> Response<Body> {
-    let status = resp.status();
-    let headers = resp.headers_mut();
-    match status {
-        StatusCode::METHOD_NOT_ALLOWED => {
-            headers.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
-        }
-        StatusCode::UNAUTHORIZED => {
-            headers.insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        StatusCode::SERVICE_UNAVAILABLE => {
-            headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        // The body did not arrive in time: the rest of it is not waited for.
-        StatusCode::REQUEST_TIMEOUT => {
-            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        _ => {}
+#[cfg(test)]
+pub(crate) mod testing {
+    //! What the layers' unit tests share: an inner service that records what reached it.
+
+    use std::sync::{Arc, Mutex};
+
+    use http::{Request, Response, StatusCode};
+    use tower::Service;
+
+    use super::{Body, Refusal};
+
+    /// The requests a [`recorder`] was handed.
+    pub(crate) type Seen<T> = Arc<Mutex<Vec<Request<T>>>>;
+
+    /// Answers 200 to everything and keeps each request it was handed.
+    pub(crate) fn recorder<T: Send + 'static>()
+    -> (impl Service<Request<T>, Response = Response<Body>, Error = Refusal, Future: Send> + Clone, Seen<T>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let keep = seen.clone();
+        let svc = tower::service_fn(move |req: Request<T>| {
+            keep.lock().expect("test lock").push(req);
+            async { Ok::<_, Refusal>(super::answer(StatusCode::OK, "text/plain", "ok")) }
+        });
+        (svc, seen)
     }
-    resp
-}
-
-/// What a receiver does with one request; the listen loop is the same for all.
-pub(crate) trait Endpoint: Send + Sync + 'static {
-    /// The JSON body of the 503 a connection gets when every connection of the listener
-    /// is busy (written before anything is read, so in JSON whatever the sender speaks).
-    const BUSY_JSON: &'static str;
-
-    fn handle(&self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send;
 }

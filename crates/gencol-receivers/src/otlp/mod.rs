@@ -16,10 +16,10 @@ use gencol_engine::{BoxFuture, CancellationToken, ComponentContext, Consumer, Re
 use gencol_model::budget::MemoryBudget;
 use tokio::task::JoinHandle;
 
-use crate::http::{ReceiverError, serve};
+use crate::http::{Dialect, ReceiverError, StackSettings, serve, stack};
 use crate::settings::{decode_settings, locate};
 use config::{CheckedSettings, OtlpReceiverSettings};
-use service::OtlpService;
+use service::{Encoding, Handler, NOT_FOUND, OtlpDialect, OtlpHandler, PATH};
 
 /// Registers the `otlp` receiver type.
 pub struct OtlpReceiverFactory;
@@ -60,14 +60,19 @@ impl OtlpReceiverConfig {
         shutdown: CancellationToken,
     ) -> Result<(SocketAddr, JoinHandle<()>), ReceiverError> {
         let server = &self.checked.server;
-        let service = OtlpService {
-            consumer,
+        let handler = OtlpHandler(Arc::new(Handler { consumer: consumer.clone(), max_spans: self.checked.max_spans }));
+        let settings = StackSettings {
+            dialect: OtlpDialect,
+            path: PATH,
+            not_found: NOT_FOUND,
             auth: server.auth.clone(),
+            content: Encoding::required,
             body: server.body,
-            max_spans: self.checked.max_spans,
             memory,
         };
-        let (addr, task) = serve(&server.endpoint, Arc::new(service), server.connections, shutdown).await?;
+        let service = stack(settings, consumer, handler);
+        let (addr, task) =
+            serve(&server.endpoint, service, OtlpDialect::BUSY_JSON, server.connections, shutdown).await?;
         tracing::info!(receiver = %self.id, address = %addr, "listening");
         Ok((addr, task))
     }

@@ -1,26 +1,31 @@
 //! What `POST /v1/traces` does with a request, per the OTLP/HTTP spec: the answer
 //! comes in the request's encoding (JSON or protobuf); errors carry a
 //! `google.rpc.Status`; 503 with `Retry-After` when a pipeline is full, which OTLP
-//! exporters retry.
+//! exporters retry. The shared layers (`crate::http`) refuse before the body is decoded;
+//! the handler here decodes, checks ids and hands the spans on.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use gencol_engine::{Consumer, RefusedReason};
 use gencol_model::SpanItem;
-use gencol_model::budget::{Exceeded, MemoryBudget, Meter};
+use gencol_model::budget::Meter;
 use gencol_model::otlp::{DecodeFailure, decode_json_metered, decode_proto_metered, from_request_metered, span_count};
-use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{HeaderMap, Request, Response, StatusCode};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
+use tower::Service;
 
-use crate::http::{
-    ACK_PATIENCE, BearerAuth, Body, BodyLimits, Endpoint, INLINE_DECODE_LIMIT, RESERVE_PATIENCE, answer, compression,
-    media_type, read_body, with_status_headers,
-};
+use crate::http::{ACK_PATIENCE, Body, Dialect, INLINE_DECODE_LIMIT, Refusal, Reserved, answer, media_type};
 
 /// The one path this receiver serves.
 pub(crate) const PATH: &str = "/v1/traces";
+
+/// The 404 message.
+pub(crate) const NOT_FOUND: &str = "not found: post OTLP traces to /v1/traces";
 
 const JSON: &str = "application/json";
 const PROTOBUF: &str = "application/x-protobuf";
@@ -41,6 +46,16 @@ impl Encoding {
         }
     }
 
+    /// What the content layer reads: one of the two, or the 415 message.
+    pub(crate) fn required(media: Option<&str>) -> Result<Encoding, String> {
+        Encoding::from_media_type(media).ok_or_else(|| {
+            format!(
+                "unsupported Content-Type `{}`: send application/json or application/x-protobuf",
+                media.unwrap_or_default()
+            )
+        })
+    }
+
     fn content_type(self) -> &'static str {
         match self {
             Encoding::Json => JSON,
@@ -58,39 +73,35 @@ pub(crate) struct RpcStatus {
     pub message: String,
 }
 
-/// The request handler of one `otlp` receiver; shared by all its connections.
-pub(crate) struct OtlpService {
+/// Refusals as `google.rpc.Status`, in the encoding the sender speaks (JSON when it
+/// said neither).
+#[derive(Clone, Copy)]
+pub(crate) struct OtlpDialect;
+
+impl Dialect for OtlpDialect {
+    const BUSY_JSON: &'static str = r#"{"code":14,"message":"too many connections: every connection this receiver allows (max_connections) is serving a request; retry"}"#;
+    type Context = Encoding;
+
+    fn context(&self, headers: &HeaderMap) -> Encoding {
+        Encoding::from_media_type(media_type(headers).as_deref()).unwrap_or(Encoding::Json)
+    }
+
+    fn refusal(&self, encoding: Encoding, refusal: Refusal) -> Response<Body> {
+        status_answer(encoding, refusal)
+    }
+}
+
+/// What is left of a request once the shared layers let it through: decode, set aside
+/// the spans no backend would take, hand on the rest. Shared by all connections of one
+/// receiver.
+#[derive(Clone)]
+pub(crate) struct OtlpHandler(pub Arc<Handler>);
+
+/// What a handler knows, shared by the clones a request makes of the receiver's stack.
+pub(crate) struct Handler {
     pub consumer: Consumer,
-    pub auth: Option<BearerAuth>,
-    pub body: BodyLimits,
     /// `max_spans_per_request`.
     pub max_spans: usize,
-    /// What requests of every receiver may hold at once (`service.limits.max_inflight_memory`).
-    pub memory: MemoryBudget,
-}
-
-/// Why a request was refused: the HTTP status and a message for the sender.
-struct Refusal {
-    status: StatusCode,
-    message: String,
-    /// Spans refused, for gencol's metrics: 1 when the body was not decoded.
-    records: usize,
-}
-
-impl Refusal {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Refusal { status, message: message.into(), records: 1 }
-    }
-}
-
-impl From<Exceeded> for Refusal {
-    fn from(e: Exceeded) -> Self {
-        let status = match e {
-            Exceeded::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            Exceeded::Items { .. } | Exceeded::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        };
-        Refusal::new(status, e.to_string())
-    }
 }
 
 /// The spans a request carried, and the summary of those left out as undeliverable.
@@ -99,56 +110,26 @@ struct Decoded {
     rejected: Option<ExportTracePartialSuccess>,
 }
 
-impl Endpoint for OtlpService {
-    const BUSY_JSON: &'static str = r#"{"code":14,"message":"too many connections: every connection this receiver allows (max_connections) is serving a request; retry"}"#;
+impl Service<Request<Reserved>> for OtlpHandler {
+    type Response = Response<Body>;
+    type Error = Refusal;
+    type Future = BoxFuture<'static, Result<Response<Body>, Refusal>>;
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        // Errors go back in the encoding the sender speaks; JSON when it said neither.
-        let encoding = Encoding::from_media_type(media_type(req.headers()).as_deref());
-        let resp = match self.answer(req, encoding).await {
-            Ok(resp) => resp,
-            Err(refusal) => {
-                // Counted here, where every refusal passes; a request refused before its
-                // body is read counts as one span (`records`).
-                if let Some(reason) = crate::refused_reason(refusal.status) {
-                    self.consumer.stats().refused(reason, refusal.records);
-                }
-                status_answer(encoding.unwrap_or(Encoding::Json), refusal)
-            }
-        };
-        with_status_headers(resp)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Refusal>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Reserved>) -> Self::Future {
+        let this = self.0.clone();
+        Box::pin(async move { this.answer(req).await })
     }
 }
 
-impl OtlpService {
-    async fn answer(&self, req: Request<Incoming>, encoding: Option<Encoding>) -> Result<Response<Body>, Refusal> {
-        if req.uri().path() != PATH {
-            return Err(Refusal::new(StatusCode::NOT_FOUND, "not found: post OTLP traces to /v1/traces"));
-        }
-        if req.method() != Method::POST {
-            return Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use POST"));
-        }
-        if let Some(auth) = &self.auth {
-            auth.check(req.headers()).map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
-        }
-        let Some(encoding) = encoding else {
-            let shown = media_type(req.headers()).unwrap_or_default();
-            return Err(Refusal::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported Content-Type `{shown}`: send application/json or application/x-protobuf"),
-            ));
-        };
-        let compression =
-            compression(req.headers()).map_err(|m| Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, m))?;
-        let (body, charge) = read_body(req, &self.body, compression, &self.memory)
-            .await
-            .map_err(|e| Refusal::new(e.status(), e.to_string()))?;
-
-        // Room first: under overload the answer is a 503, not a decoded batch thrown away.
-        let reservation = self.consumer.reserve(body.len(), RESERVE_PATIENCE).await.map_err(|full| {
-            tracing::debug!(pipeline = %full.pipeline, "pipeline full: answering 503");
-            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "pipeline full, retry")
-        })?;
+impl Handler {
+    async fn answer(&self, req: Request<Reserved>) -> Result<Response<Body>, Refusal> {
+        // ContentLayer refused any other media type.
+        let encoding = OtlpDialect.context(req.headers());
+        let Reserved { bytes: body, charge, reservation } = req.into_body();
         let mut meter = Meter::new(charge, self.max_spans, "spans", "max_spans_per_request");
         let (decoded, meter) = if body.len() <= INLINE_DECODE_LIMIT {
             (decode(&body, encoding, &mut meter), meter)
