@@ -27,6 +27,10 @@ pub enum Pipeline {
     /// `generations` → the three processors → three `otlp` exporters: JSON, protobuf,
     /// and JSON with `privacy_mode`.
     FanOut,
+    /// [`Pipeline::FanOut`] with routing on every exporter (SPEC §11): `sampling_rate: 1`
+    /// and one group of three rules that every generation passes, one of them reading the
+    /// prompt. The same spans go out: the difference is what routing costs.
+    FanOutRouted,
 }
 
 /// The process under test.
@@ -42,6 +46,7 @@ impl Target {
         match self {
             Target::Gencol(Pipeline::PassThrough { proto: false }) => "gencol (JSON out)",
             Target::Gencol(Pipeline::GenerationsDisk) => "gencol (disk queue)",
+            Target::Gencol(Pipeline::FanOutRouted) => "gencol (routed)",
             Target::Gencol(_) => "gencol",
             Target::Rotel => "rotel",
             Target::Null => "null",
@@ -126,7 +131,7 @@ pub fn plan(s: &PlanSettings, only: &[String]) -> Vec<Point> {
         }
     }
     if wanted("D") {
-        for target in [Target::Gencol(Pipeline::FanOut), Target::Null] {
+        for target in [Target::Gencol(Pipeline::FanOut), Target::Gencol(Pipeline::FanOutRouted), Target::Null] {
             points.push(closed("D", target, BodyKind::Generations, 10));
         }
     }
@@ -407,12 +412,19 @@ pub fn gencol_config(pipeline: Pipeline, port: u16, sink: SocketAddr, data_dir: 
         Pipeline::GenerationsDisk => format!(
             "{generations}exporters:\n  otlp/sink:\n    endpoint: http://{sink}/v1/traces\n    encoding: json\n    compression: gzip\n    queue: {{kind: disk}}\nservice:\n  data_dir: \"{data_dir}\"\n  pipelines:\n    traces:\n      receivers: [generations]\n      processors: [hierarchy, namespace, privacy]\n      exporters: [otlp/sink]\n"
         ),
-        Pipeline::FanOut => format!(
-            "{generations}exporters:\n{}{}{}service:\n  pipelines:\n    traces:\n      receivers: [generations]\n      processors: [hierarchy, namespace, privacy]\n      exporters: [otlp/json, otlp/proto, otlp/private]\n",
-            exporter("json", "/json", "json", ""),
-            exporter("proto", "/proto", "proto", ""),
-            exporter("private", "/private", "json", "    privacy_mode: true\n"),
-        ),
+        Pipeline::FanOut | Pipeline::FanOutRouted => {
+            let routing = if pipeline == Pipeline::FanOutRouted {
+                "    sampling_rate: 1\n    filter_rules:\n      groups:\n        - rules:\n            - {field: model, operator: exists}\n            - {field: total_cost, operator: not_equals, value: -1}\n            - {field: input, operator: not_contains, value: \"never in a prompt\"}\n"
+            } else {
+                ""
+            };
+            format!(
+                "{generations}exporters:\n{}{}{}service:\n  pipelines:\n    traces:\n      receivers: [generations]\n      processors: [hierarchy, namespace, privacy]\n      exporters: [otlp/json, otlp/proto, otlp/private]\n",
+                exporter("json", "/json", "json", routing),
+                exporter("proto", "/proto", "proto", routing),
+                exporter("private", "/private", "json", &format!("    privacy_mode: true\n{routing}")),
+            )
+        }
         Pipeline::PassThrough { proto } => format!(
             "receivers:\n  otlp:\n    endpoint: 127.0.0.1:{port}\nexporters:\n{}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [otlp/sink]\n",
             exporter("sink", "", if proto { "proto" } else { "json" }, "")

@@ -126,6 +126,17 @@ pub trait Processor: Send {
     }
     /// What was sealed with `epoch` (and before) is durable in the exporters' queues.
     fn durable(&mut self, _epoch: u64) {}
+    /// How long after a trace's last generation this processor may still release spans
+    /// of that trace (`hierarchy`: its group window), so per-destination routing can
+    /// send them where the trace's generations went (SPEC §11).
+    fn releases_after(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Why the spans this processor removes never reach the pipeline's exporters, when it
+    /// removes spans on purpose (`sample`, `filter`): counted per exporter.
+    fn drops_as(&self) -> Option<crate::routing::Verdict> {
+        None
+    }
 }
 
 /// Makes exporters of one type (`otlp`, `debug`, a plugin's type...).

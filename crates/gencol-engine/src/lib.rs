@@ -23,6 +23,7 @@ mod delivery;
 mod group_sync;
 mod pipeline;
 mod registry;
+pub mod routing;
 mod running;
 pub mod secrets;
 mod service;

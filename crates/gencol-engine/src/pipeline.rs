@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use crate::component::Processor;
 use crate::consumer::{AckToken, PipelineMessage};
 use crate::delivery::{ExporterHandle, encoded_bytes};
+use crate::routing::Router;
 
 /// At most this many waiting batches are processed as one group, whose receivers share
 /// one fsync of each file the group wrote. A group forms only when batches wait (the
@@ -22,6 +23,9 @@ pub(crate) async fn run_pipeline(
     mut processors: Vec<Box<dyn Processor>>,
     exporters: Vec<ExporterHandle>,
 ) {
+    let hold = processors.iter().filter_map(|p| p.releases_after()).max();
+    let mut router = Router::new(exporters.iter().map(|e| e.route.clone()).collect(), hold);
+    let mut out = Outlet { exporters: &exporters, router: &mut router };
     // Processors that keep state on disk (`hierarchy`) learn when what they released is
     // fsynced in the disk queues, so they can forget it durably.
     let (durable_tx, mut durable_rx) = mpsc::unbounded_channel::<u64>();
@@ -44,8 +48,8 @@ pub(crate) async fn run_pipeline(
                         ack.fail(&reason);
                         continue;
                     }
-                    run_from(&mut processors, 0, &mut items, Instant::now());
-                    fan_out(&exporters, items, ack.as_ref()).await;
+                    run_from(&mut processors, 0, &mut items, Instant::now(), &exporters);
+                    out.fan_out(items, ack.as_ref()).await;
                     drop(budget);
                     acks.extend(ack);
                 }
@@ -64,8 +68,8 @@ pub(crate) async fn run_pipeline(
                 processors.iter_mut().for_each(|p| p.durable(done));
             }
             _ = tokio::time::sleep_until(deadline.map(tokio::time::Instant::from_std).unwrap_or_else(far_future)), if deadline.is_some() => {
-                let released = flush(&mut processors, Instant::now(), false);
-                fan_out(&exporters, released, None).await;
+                let released = flush(&mut processors, Instant::now(), false, &exporters);
+                out.fan_out(released, None).await;
                 epoch += 1;
                 if let Some(wait) = seal(&mut processors, &exporters, epoch) {
                     notify_when_durable(wait, durable_tx.clone(), epoch);
@@ -75,8 +79,8 @@ pub(crate) async fn run_pipeline(
     }
     // Input closed (receivers stopped): release everything still held (what a processor
     // keeps on disk stays there for the next start), and wait for it to be durable.
-    let released = flush(&mut processors, Instant::now(), true);
-    fan_out(&exporters, released, None).await;
+    let released = flush(&mut processors, Instant::now(), true, &exporters);
+    out.fan_out(released, None).await;
     epoch += 1;
     if let Some(wait) = seal(&mut processors, &exporters, epoch)
         && wait.await
@@ -130,36 +134,90 @@ fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(86_400)
 }
 
-fn run_from(processors: &mut [Box<dyn Processor>], start: usize, items: &mut Vec<SpanItem>, now: Instant) {
+/// Runs `items` through the processors from `start` on; what a `sample` or `filter`
+/// processor removes is counted on every exporter of the pipeline.
+fn run_from(
+    processors: &mut [Box<dyn Processor>],
+    start: usize,
+    items: &mut Vec<SpanItem>,
+    now: Instant,
+    exporters: &[ExporterHandle],
+) {
     for p in &mut processors[start..] {
         if items.is_empty() {
             return;
         }
+        let before = items.len();
         p.process(items, now);
+        if let Some(verdict) = p.drops_as()
+            && items.len() < before
+        {
+            let n = (before - items.len()) as u64;
+            exporters.iter().for_each(|e| e.dropped_by_processor(verdict, n));
+        }
     }
 }
 
 /// Items a processor releases continue through the processors after it.
-fn flush(processors: &mut [Box<dyn Processor>], now: Instant, force: bool) -> Vec<SpanItem> {
+fn flush(
+    processors: &mut [Box<dyn Processor>],
+    now: Instant,
+    force: bool,
+    exporters: &[ExporterHandle],
+) -> Vec<SpanItem> {
     let mut all = Vec::new();
     for i in 0..processors.len() {
         let mut out = Vec::new();
         processors[i].flush(now, force, &mut out);
         if !out.is_empty() {
-            run_from(processors, i + 1, &mut out, now);
+            run_from(processors, i + 1, &mut out, now, exporters);
             all.append(&mut out);
         }
     }
     all
 }
 
-async fn fan_out(exporters: &[ExporterHandle], items: Vec<SpanItem>, ack: Option<&AckToken>) {
-    if items.is_empty() {
-        return;
+/// Where the pipeline's spans leave it: each exporter gets what its routing keeps.
+struct Outlet<'a> {
+    exporters: &'a [ExporterHandle],
+    router: &'a mut Router,
+}
+
+impl Outlet<'_> {
+    async fn fan_out(&mut self, items: Vec<SpanItem>, ack: Option<&AckToken>) {
+        if items.is_empty() {
+            return;
+        }
+        let Some((last, rest)) = self.exporters.split_last() else { return };
+        if !self.router.is_active() {
+            for e in rest {
+                e.deliver(items.clone(), ack).await;
+            }
+            last.deliver(items, ack).await;
+            return;
+        }
+        let routed = self.router.route(&items, Instant::now());
+        for (i, e) in self.exporters.iter().enumerate() {
+            e.routed_away(routed.away[i]);
+        }
+        let takes_all = |i: usize| routed.masks.iter().all(|m| m & (1 << i) != 0);
+        let mine = |i: usize| -> Vec<SpanItem> {
+            items.iter().zip(&routed.masks).filter(|(_, m)| *m & (1 << i) != 0).map(|(s, _)| s.clone()).collect()
+        };
+        for (i, e) in rest.iter().enumerate() {
+            let batch = if takes_all(i) { items.clone() } else { mine(i) };
+            if !batch.is_empty() {
+                e.deliver(batch, ack).await;
+            }
+        }
+        let i = rest.len();
+        let batch = if takes_all(i) {
+            items
+        } else {
+            items.into_iter().zip(&routed.masks).filter(|(_, m)| *m & (1 << i) != 0).map(|(s, _)| s).collect()
+        };
+        if !batch.is_empty() {
+            last.deliver(batch, ack).await;
+        }
     }
-    let Some((last, rest)) = exporters.split_last() else { return };
-    for e in rest {
-        e.deliver(items.clone(), ack).await;
-    }
-    last.deliver(items, ack).await;
 }

@@ -116,7 +116,7 @@ impl ExporterChange {
         match self {
             ExporterChange::Keep => true,
             ExporterChange::Handover { handle, .. } => {
-                old.is_some_and(|o| o.handle.privacy_mode == handle.privacy_mode)
+                old.is_some_and(|o| o.handle.same_handling(handle.privacy_mode, handle.route.as_ref()))
             }
             ExporterChange::New { .. } => false,
         }
@@ -228,15 +228,16 @@ impl RunningService {
                 Ok(e) => e,
                 Err(e) => return fail(&changes, format!("exporter `{id}`: {e}")),
             };
-            let privacy = plan.delivery.privacy_mode;
+            let (privacy, route) = (plan.delivery.privacy_mode, plan.route.clone());
             if let Some(old) = old
                 && old.delivery.queue.same_storage(&plan.delivery.queue)
                 && old.dir == dir
             {
-                let handle = if old.handle.privacy_mode == privacy {
+                let handle = if old.handle.same_handling(privacy, route.as_ref()) {
                     old.handle.clone()
                 } else {
-                    ExporterHandle::new(id.to_string(), old.task.queue.clone(), privacy, old.task.stats.clone())
+                    let (queue, stats) = (old.task.queue.clone(), old.task.stats.clone());
+                    ExporterHandle::new(id.to_string(), queue, privacy, route, stats)
                 };
                 changes.insert(id.clone(), ExporterChange::Handover { exporter, handle });
                 continue;
@@ -261,7 +262,7 @@ impl RunningService {
             };
             // Counters go on across reloads: the same id keeps its statistics.
             let stats = old.map(|o| o.task.stats.clone()).unwrap_or_default();
-            let handle = ExporterHandle::new(id.to_string(), Arc::new(queue), privacy, stats);
+            let handle = ExporterHandle::new(id.to_string(), Arc::new(queue), privacy, route, stats);
             changes.insert(id.clone(), ExporterChange::New { exporter, handle, dir });
         }
 

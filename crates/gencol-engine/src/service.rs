@@ -16,6 +16,7 @@ use gencol_model::budget::MemoryBudget;
 use crate::component::{ComponentContext, Exporter, ExporterConfig, ProcessorConfig, ReceiverConfig};
 use crate::delivery::{DELIVERY_KEYS, DeliverySettings, QueueKind};
 use crate::registry::Registry;
+use crate::routing::{MAX_ROUTED_EXPORTERS, Route};
 use crate::running::RunningService;
 use crate::telemetry::Telemetry;
 
@@ -28,6 +29,8 @@ pub type BuiltExporter = Result<Arc<dyn Exporter>, String>;
 pub(crate) struct ExporterPlan {
     pub(crate) config: Box<dyn ExporterConfig>,
     pub(crate) delivery: DeliverySettings,
+    /// Which spans it gets (SPEC §11); `None`: all.
+    pub(crate) route: Option<Arc<Route>>,
 }
 
 pub(crate) struct PipelinePlan {
@@ -160,6 +163,23 @@ impl ValidatedService {
                     None
                 }
             };
+            let route = match &delivery {
+                Some(d) => {
+                    match Route::compile(
+                        d.sampling_rate,
+                        d.api_keys.as_deref(),
+                        d.filter_rules.as_ref(),
+                        &delivery_node,
+                    ) {
+                        Ok(r) => Some(r.map(Arc::new)),
+                        Err(errors) => {
+                            errors.into_iter().for_each(|e| diags.push(e));
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
             if let Some(d) = &delivery
                 && d.queue.kind == QueueKind::Disk
             {
@@ -176,12 +196,12 @@ impl ValidatedService {
                 }
             }
             let ctx = ComponentContext { id: id.clone(), base_dir: base_dir(&entry.config.loc.file) };
-            match (factory.configure(&ctx, &own), delivery) {
-                (Ok(c), Some(delivery)) => {
-                    exporters.insert(id, ExporterPlan { config: c, delivery });
+            match (factory.configure(&ctx, &own), delivery, route) {
+                (Ok(c), Some(delivery), Some(route)) => {
+                    exporters.insert(id, ExporterPlan { config: c, delivery, route });
                 }
-                (Err(errors), _) => errors.into_iter().for_each(|d| diags.push(d)),
-                (Ok(_), None) => {}
+                (Err(errors), ..) => errors.into_iter().for_each(|d| diags.push(d)),
+                (Ok(_), ..) => {}
             }
         }
 
@@ -220,6 +240,16 @@ impl ValidatedService {
                 diags.push(Diagnostic::warning(
                     &p.id.loc,
                     format!("pipeline `{name}` receives generations but has no `namespace` processor: spans will carry no user, session or custom metadata attributes"),
+                ));
+            }
+            let routed = p.exporters.iter().any(|r| exporters.get(&r.value).is_some_and(|e| e.route.is_some()));
+            if routed && p.exporters.len() > MAX_ROUTED_EXPORTERS {
+                diags.push(Diagnostic::error(
+                    &p.id.loc,
+                    format!(
+                        "pipeline `{name}` has {} exporters, and routing (sampling_rate, api_keys, filter_rules) handles at most {MAX_ROUTED_EXPORTERS} in one pipeline: split it into two pipelines",
+                        p.exporters.len()
+                    ),
                 ));
             }
             pipelines.push(PipelinePlan {

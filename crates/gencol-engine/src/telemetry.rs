@@ -158,8 +158,8 @@ const SEND_DURATION_BOUNDS: [f64; 14] =
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
 /// Drop reasons of `gencol_exporter_dropped_spans_total`. `sampled_out` and `filtered`
-/// stay 0 until a sampling or filtering processor exists; they are shown so dashboards
-/// and alerts can be written against the full set.
+/// count what routing (SPEC §11) or a `sample`/`filter` processor kept from the
+/// destination on purpose.
 const DROP_REASONS: [&str; 6] =
     ["queue_full", "permanent_error", "retries_exhausted", "shutdown", "sampled_out", "filtered"];
 

@@ -348,6 +348,7 @@ fn conforms(g: &Generation) -> bool {
         && [r.max_tokens, r.max_completion_tokens, r.max_output_tokens].into_iter().all(non_negative)
         && r.user.as_deref().is_none_or(|s| chars_within(s, 0, 128))
         && r.session_id.as_deref().is_none_or(|s| chars_within(s, 0, 256))
+        && g.api_key_hash.as_deref().is_none_or(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
         && trace_ok
         && response_ok
 }
@@ -549,6 +550,10 @@ mod tests {
             (drop(&["response"]), false),
             (set(&["error"], json!("boom")), false),
             (set(&["provider"], json!(1)), false),
+            (set(&["api_key_hash"], json!("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")), true),
+            (set(&["api_key_hash"], json!("9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08")), false),
+            (set(&["api_key_hash"], json!("sk-or-v1-raw-key")), false),
+            (set(&["api_key_hash"], json!(null)), true),
         ];
         for (i, (v, valid)) in cases.into_iter().enumerate() {
             let text = v.to_string();

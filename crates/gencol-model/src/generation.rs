@@ -16,6 +16,9 @@ pub struct Generation {
     pub provider: Option<String>,
     #[serde(default)]
     pub api_key_name: Option<String>,
+    /// SHA-256 of the API key, 64 lowercase hex digits (checked by the schema).
+    #[serde(default)]
+    pub api_key_hash: Option<String>,
     pub request: Request,
     #[serde(default)]
     pub response: Option<Response>,

@@ -132,6 +132,12 @@ fn generation_attributes(g: &Generation) -> Vec<KeyValue> {
         a.push(attr::string("gen_ai.system", p));
     }
     a.push(attr::string("gen_ai.request.model", &req.model));
+    if let Some(name) = &g.api_key_name {
+        a.push(attr::string("api_key.name", name));
+    }
+    if let Some(hash) = &g.api_key_hash {
+        a.push(attr::string("api_key.hash", hash));
+    }
     if let Some(m) = resp.and_then(|r| r.model.as_ref()) {
         a.push(attr::string("gen_ai.response.model", m));
     }

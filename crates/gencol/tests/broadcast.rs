@@ -1,6 +1,7 @@
 //! End to end: the shipped `pipelines/broadcast-all.yaml` fans one generation out to an
 //! OTLP backend, Ramp and Raindrop (each a test destination on 127.0.0.1). Everyone gets
-//! it; only Raindrop, in privacy mode, gets it without content; no key reaches a log.
+//! it; only Raindrop, in privacy mode, gets it without content; no key reaches a log. Its
+//! fourth destination takes a 10% sample of traces: only a trace the rule keeps reaches it.
 
 mod common;
 
@@ -25,6 +26,7 @@ fn pipeline() -> PathBuf {
 
 struct Destinations {
     otlp: OtlpSink,
+    sampled: OtlpSink,
     ramp: OtlpSink,
     raindrop: RaindropSink,
 }
@@ -33,6 +35,7 @@ impl Destinations {
     async fn start() -> Destinations {
         Destinations {
             otlp: OtlpSink::start_with(SinkOptions::default().expect_header("authorization", OTLP_AUTH)).await.unwrap(),
+            sampled: OtlpSink::start().await.unwrap(),
             ramp: OtlpSink::start_with(SinkOptions::ramp(RAMP_KEY)).await.unwrap(),
             raindrop: RaindropSink::start(RAINDROP_KEY).await.unwrap(),
         }
@@ -43,6 +46,7 @@ impl Destinations {
         vec![
             ("OTLP_ENDPOINT", self.otlp.url()),
             ("OTLP_AUTH", OTLP_AUTH.to_owned()),
+            ("SAMPLED_OTLP_ENDPOINT", self.sampled.url()),
             ("RAMP_API_KEY", RAMP_KEY.to_owned()),
             ("RAMP_BASE_URL", self.ramp.url()),
             ("RAINDROP_WRITE_KEY", RAINDROP_KEY.to_owned()),
@@ -109,6 +113,20 @@ async fn one_generation_reaches_all_three_and_only_raindrop_lacks_content() {
         d.raindrop.requests().iter().all(|r| r.header("authorization") == Some(&*format!("Bearer {RAINDROP_KEY}")))
     );
 
+    // The sampled destination: the seed's trace (R = 0x6ef2f8c7720f77, 43% of 2^56) is
+    // not in a 10% share; a trace whose id ends in 0xff… is in every share, whole.
+    let mut kept = example("ramp-seed.json");
+    kept["id"] = json!("gen-kept-by-sampling");
+    kept["request"]["trace"]["trace_id"] = json!("0123456789abcdef00ffffffffffffff");
+    let (status, _) = post_json(&gencol.generations_url(), &kept).await;
+    assert_eq!(status, 202);
+    let spans = d.sampled.wait_for_spans(2, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spans_now = d.sampled.spans();
+    assert_eq!(spans_now.len(), 2, "root + generation of the kept trace only: {spans:#?}");
+    assert!(spans_now.iter().all(|s| s.trace_id_hex() == "0123456789abcdef00ffffffffffffff"));
+    assert_eq!(d.otlp.wait_for_spans(4, WAIT).await.len(), 4, "the full-rate OTLP backend gets both traces");
+
     assert!(gencol.stop(), "{}", gencol.stderr());
     assert_no_secret(&format!("{}\n{}", gencol.stdout(), gencol.stderr()));
 }
@@ -130,11 +148,12 @@ async fn test_connection_passes_for_all_three() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "{stdout}");
-    for (line, id) in lines.iter().zip(["otlp/collector", "raindrop", "ramp"]) {
+    assert_eq!(lines.len(), 4, "{stdout}");
+    for (line, id) in lines.iter().zip(["otlp/collector", "otlp/sampled", "raindrop", "ramp"]) {
         assert!(line.starts_with(&format!("{id}: ok (")), "{stdout}");
     }
     assert_eq!(d.otlp.requests()[0].header("x-test-connection"), Some("true"));
+    assert_eq!(d.sampled.requests()[0].header("x-test-connection"), Some("true"));
     assert_eq!(d.ramp.requests()[0].header("x-test-connection"), Some("true"));
     assert_eq!(d.raindrop.requests()[0].header("x-test-connection"), Some("true"));
     assert_no_secret(&format!("{stdout}{stderr}"));

@@ -71,6 +71,8 @@ async fn ramp_seed_gives_the_documented_spans_ids_and_attributes() {
         ("gen_ai.provider.name", s("OpenAI")),
         ("gen_ai.system", s("OpenAI")),
         ("gen_ai.request.model", s("openai/gpt-4o")),
+        // SPEC §4: the record's `api_key_name` (the seed sends no `api_key_hash`).
+        ("api_key.name", s("finance-automation")),
         ("gen_ai.response.model", s("openai/gpt-4o-2024-08-06")),
         ("gen_ai.response.id", s("gen-1795341600-43CzMb3qCVLsC4YzMQ3U")),
         ("gen_ai.response.finish_reason", s("stop")),

@@ -41,6 +41,7 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::component::Exporter;
 use crate::consumer::AckToken;
+use crate::routing::{FilterRulesSettings, Route, Verdict};
 use crate::telemetry::SendTimer;
 pub(crate) use disk::DiskQueue;
 pub(crate) use memory::MemoryQueue;
@@ -52,7 +53,8 @@ use telemetry::TelemetryLayer;
 use timeout::TimeoutLayer;
 
 /// The keys every exporter accepts besides its own.
-pub const DELIVERY_KEYS: [&str; 4] = ["timeout", "retry", "queue", "privacy_mode"];
+pub const DELIVERY_KEYS: [&str; 7] =
+    ["timeout", "retry", "queue", "privacy_mode", "sampling_rate", "api_keys", "filter_rules"];
 
 /// What one export request carries at most: spans, and their encoded size (protobuf,
 /// as the queue counts it). Small spans go out 1,024 at a time; generation spans with
@@ -87,6 +89,12 @@ pub struct DeliverySettings {
     pub queue: QueueSettings,
     /// This destination gets no prompt or completion content (SPEC §5).
     pub privacy_mode: bool,
+    /// The share of traces this destination gets (SPEC §11), 0.0001 ..= 1.
+    pub sampling_rate: f64,
+    /// Only generations whose `api_key_hash` is listed (SHA-256, hex); absent: all.
+    pub api_keys: Option<Vec<String>>,
+    /// Only generations a group of these rules matches.
+    pub filter_rules: Option<FilterRulesSettings>,
 }
 
 impl Default for DeliverySettings {
@@ -96,6 +104,9 @@ impl Default for DeliverySettings {
             retry: RetrySettings::default(),
             queue: QueueSettings::default(),
             privacy_mode: false,
+            sampling_rate: 1.0,
+            api_keys: None,
+            filter_rules: None,
         }
     }
 }
@@ -246,6 +257,8 @@ pub struct DeliveryStats {
     drop_permanent: AtomicU64,
     drop_exhausted: AtomicU64,
     drop_shutdown: AtomicU64,
+    drop_sampled: AtomicU64,
+    drop_filtered: AtomicU64,
     /// Times each request to the destination, once metrics are on.
     pub(crate) send_timer: OnceLock<SendTimer>,
 }
@@ -262,6 +275,10 @@ pub(crate) enum Lost {
     Exhausted,
     /// `shutdown_timeout` came first (memory queue).
     Shutdown,
+    /// Not in this destination's `sampling_rate` share, or a `sample` processor's.
+    SampledOut,
+    /// Left out by `api_keys`, `filter_rules` or a `filter` processor.
+    Filtered,
 }
 
 impl DeliveryStats {
@@ -270,11 +287,17 @@ impl DeliveryStats {
     }
 
     /// Spans lost by reason: queue_full, permanent_error, retries_exhausted, shutdown,
-    /// then sampled_out and filtered (0: no processor samples or filters yet).
+    /// sampled_out, filtered.
     pub(crate) fn drops(&self) -> [u64; 6] {
-        let [a, b, c, d] = [&self.drop_queue_full, &self.drop_permanent, &self.drop_exhausted, &self.drop_shutdown]
-            .map(|a| a.load(Ordering::Relaxed));
-        [a, b, c, d, 0, 0]
+        [
+            &self.drop_queue_full,
+            &self.drop_permanent,
+            &self.drop_exhausted,
+            &self.drop_shutdown,
+            &self.drop_sampled,
+            &self.drop_filtered,
+        ]
+        .map(|a| a.load(Ordering::Relaxed))
     }
 
     /// `n` spans whose sending failed for good.
@@ -289,12 +312,16 @@ impl DeliveryStats {
         self.dropped.fetch_add(n, Ordering::Relaxed) + n
     }
 
-    fn lost(&self, n: u64, why: Lost) {
+    /// `n` spans that will never reach the destination, by reason only: what routing
+    /// leaves out is neither failed nor dropped, it was never meant for it.
+    pub(crate) fn lost(&self, n: u64, why: Lost) {
         let counter = match why {
             Lost::QueueFull => &self.drop_queue_full,
             Lost::Permanent => &self.drop_permanent,
             Lost::Exhausted => &self.drop_exhausted,
             Lost::Shutdown => &self.drop_shutdown,
+            Lost::SampledOut => &self.drop_sampled,
+            Lost::Filtered => &self.drop_filtered,
         };
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -491,13 +518,76 @@ pub(crate) struct ExporterHandle {
     pub id: String,
     pub queue: Arc<Queue>,
     pub privacy_mode: bool,
+    /// Which spans this exporter gets (SPEC §11); `None`: all.
+    pub route: Option<Arc<Route>>,
     pub stats: Arc<DeliveryStats>,
     last_warning: Arc<Mutex<Option<Instant>>>,
+    /// When routing was last reported, and the totals then.
+    last_route_report: Arc<Mutex<(Option<Instant>, [u64; 2])>>,
 }
 
 impl ExporterHandle {
-    pub(crate) fn new(id: String, queue: Arc<Queue>, privacy_mode: bool, stats: Arc<DeliveryStats>) -> Self {
-        ExporterHandle { id, queue, privacy_mode, stats, last_warning: Arc::default() }
+    pub(crate) fn new(
+        id: String,
+        queue: Arc<Queue>,
+        privacy_mode: bool,
+        route: Option<Arc<Route>>,
+        stats: Arc<DeliveryStats>,
+    ) -> Self {
+        ExporterHandle {
+            id,
+            queue,
+            privacy_mode,
+            route,
+            stats,
+            last_warning: Arc::default(),
+            last_route_report: Arc::default(),
+        }
+    }
+
+    /// Whether this handle hands the same spans on as `other` (privacy and routing).
+    pub(crate) fn same_handling(&self, privacy_mode: bool, route: Option<&Arc<Route>>) -> bool {
+        self.privacy_mode == privacy_mode && Route::same(self.route.as_deref(), route.map(|r| &**r))
+    }
+
+    /// Counts spans routing kept from this exporter (`away`: sampled out, filtered), and
+    /// says so at most every 10 s, never per span.
+    pub(crate) fn routed_away(&self, away: [u64; 2]) {
+        if away == [0, 0] {
+            return;
+        }
+        self.stats.lost(away[0], Lost::SampledOut);
+        self.stats.lost(away[1], Lost::Filtered);
+        self.report_drops();
+    }
+
+    /// Counts spans a `sample` or `filter` processor of the pipeline dropped.
+    pub(crate) fn dropped_by_processor(&self, verdict: Verdict, n: u64) {
+        match verdict {
+            Verdict::Keep => return,
+            Verdict::SampledOut => self.stats.lost(n, Lost::SampledOut),
+            Verdict::Filtered => self.stats.lost(n, Lost::Filtered),
+        }
+        self.report_drops();
+    }
+
+    fn report_drops(&self) {
+        let mut last = self.last_route_report.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.0.is_some_and(|t| now.duration_since(t) < Duration::from_secs(10)) {
+            return;
+        }
+        let drops = self.stats.drops();
+        let totals = [drops[4], drops[5]];
+        let (sampled, filtered) = (totals[0] - last.1[0], totals[1] - last.1[1]);
+        *last = (Some(now), totals);
+        drop(last);
+        tracing::info!(
+            exporter = %self.id,
+            sampled_out = sampled,
+            filtered,
+            "routing: {sampled} span(s) not in this destination's sampled share and {filtered} filtered out since the last report (counted in gencol_exporter_dropped_spans_total)"
+        );
     }
 
     /// Whether this exporter's queue fsyncs before a receiver may answer 202.

@@ -384,6 +384,11 @@ impl SpanHierarchy {
 }
 
 impl Processor for SpanHierarchy {
+    /// A trace's shared spans go out `group_window` after its last generation joined.
+    fn releases_after(&self) -> Option<Duration> {
+        Some(self.group_window)
+    }
+
     fn process(&mut self, items: &mut Vec<SpanItem>, now: Instant) {
         if self.journal.is_some() {
             self.clock = (now, now_ms());

@@ -133,19 +133,10 @@ fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
     use tower::ServiceExt;
 
     use super::*;
-    use crate::http::testing::recorder;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_str(v).expect("test header"));
-        }
-        h
-    }
+    use crate::http::testing::{headers, recorder};
 
     #[test]
     fn bearer_tokens() {

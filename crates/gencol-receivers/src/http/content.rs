@@ -84,11 +84,10 @@ where
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
     use tower::ServiceExt;
 
     use super::*;
-    use crate::http::testing::recorder;
+    use crate::http::testing::{headers, recorder};
 
     #[derive(Clone, Copy, Debug, PartialEq)]
     enum Kind {
@@ -100,14 +99,6 @@ mod tests {
             None | Some("application/json") => Ok(Kind::Json),
             Some(other) => Err(format!("unsupported Content-Type `{other}`")),
         }
-    }
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_str(v).expect("test header"));
-        }
-        h
     }
 
     #[test]

@@ -138,6 +138,15 @@ pub(crate) mod testing {
 
     use super::{Body, Refusal};
 
+    /// Headers from name/value pairs; a repeated name is appended, as a client sends it.
+    pub(crate) fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, http::HeaderValue::from_str(v).expect("test header"));
+        }
+        h
+    }
+
     /// The requests a [`recorder`] was handed.
     pub(crate) type Seen<T> = Arc<Mutex<Vec<Request<T>>>>;
 

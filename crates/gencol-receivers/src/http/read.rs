@@ -233,26 +233,17 @@ where
 mod tests {
     use std::time::Duration;
 
-    use http::HeaderValue;
     use http_body_util::{Channel, Full};
     use tower::ServiceExt;
 
     use super::*;
-    use crate::http::testing::recorder;
+    use crate::http::testing::{headers, recorder};
 
     const LIMITS: BodyLimits = BodyLimits {
         max_body: 1000,
         read_timeout: Duration::from_secs(30),
         read_idle_timeout: Duration::from_secs(10),
     };
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_str(v).expect("test header"));
-        }
-        h
-    }
 
     #[test]
     fn only_the_chunked_transfer_coding_is_read() {
