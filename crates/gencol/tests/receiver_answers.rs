@@ -167,3 +167,44 @@ service:
     assert!(retry_after.is_some(), "503 carries Retry-After");
     assert!(body["error"].as_str().is_some());
 }
+
+#[tokio::test]
+async fn zstd_and_deflate_bodies_are_read_and_a_zstd_bomb_is_413() {
+    let sink = OtlpSink::start().await.unwrap();
+    let gencol = Gencol::start_with_env(&config_with_auth(&sink.url()), &[("TEST_GENCOL_TOKEN", TOKEN)]);
+    let url = gencol.generations_url();
+    let auth = format!("Bearer {TOKEN}");
+    let with = |encoding: &'static str| [("authorization", auth.clone()), ("content-encoding", encoding.to_owned())];
+    let send = |body: Vec<u8>, encoding: &'static str| {
+        let headers = with(encoding);
+        let url = url.clone();
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post(&url, "application/json", body, &headers).await
+        }
+    };
+
+    let record = |id: &str| serde_json::to_vec(&generation(id)).unwrap();
+    let zstd_body = zstd::encode_all(&record("z-1")[..], 3).unwrap();
+    let (st, b, _) = send(zstd_body, "zstd").await;
+    assert_eq!((st, b), (202, json!({"accepted": 1, "rejected": []})));
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    zlib.write_all(&record("d-1")).unwrap();
+    let (st, b, _) = send(zlib.finish().unwrap(), "deflate").await;
+    assert_eq!((st, b), (202, json!({"accepted": 1, "rejected": []})));
+
+    // 100 MiB of spaces in a few KiB: refused once it passes the 64 KiB limit, not expanded.
+    let bomb = zstd::encode_all(std::io::Read::take(std::io::repeat(b' '), 100 << 20), 19).unwrap();
+    assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+    let (st, b, _) = send(bomb, "zstd").await;
+    assert_eq!(st, 413, "{b}");
+    assert!(b["error"].as_str().unwrap_or_default().contains("max_request_body_size"), "{b}");
+    let (st, b, _) = send(b"garbage".to_vec(), "zstd").await;
+    assert_eq!(st, 400, "{b}");
+    assert!(b["error"].as_str().unwrap_or_default().contains("not valid zstd"), "{b}");
+
+    // The process lives on and both bodies arrived.
+    let spans = sink.wait_for_spans(2, WAIT).await;
+    let ids: std::collections::BTreeSet<&str> = spans.iter().filter_map(|s| s.attr_str("gen_ai.response.id")).collect();
+    assert_eq!(ids, ["d-1", "z-1"].into());
+}

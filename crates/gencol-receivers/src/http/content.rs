@@ -128,7 +128,7 @@ mod tests {
         );
         let e = svc.clone().oneshot(req(&[("content-encoding", "br")])).await.expect_err("415");
         assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        assert!(e.message.contains("send gzip or no encoding"), "{}", e.message);
+        assert!(e.message.contains("send gzip, zstd, deflate or no encoding"), "{}", e.message);
         assert!(seen.lock().expect("test lock").is_empty());
 
         let e = svc.clone().oneshot(req(&[("content-type", "text/plain"), ("content-encoding", "br")])).await;

@@ -1,13 +1,14 @@
-//! gzip, undone after the body is read and within the same limits: the expanded body may
-//! be no larger than `max_request_body_size`, decompression stops one byte past it (a
-//! small zip bomb cannot expand into gigabytes), and the output is paid for from the
-//! memory budget as it grows.
+//! gzip, deflate and zstd, undone after the body is read and within the same limits: the
+//! expanded body may be no larger than `max_request_body_size`, decompression stops one
+//! byte past it (a small bomb cannot expand into gigabytes), and the output is paid for
+//! from the memory budget as it grows. zstd frames may ask for a window of at most 8 MiB
+//! (RFC 8878's advice for decoders), and that window is paid for too.
 
-use std::io::Read as _;
+use std::io::Read;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use flate2::read::MultiGzDecoder;
+use flate2::read::{DeflateDecoder, MultiGzDecoder, ZlibDecoder};
 use futures_util::future::{Either, Ready, ready};
 use gencol_model::budget::Charge;
 use http::header::CONTENT_ENCODING;
@@ -22,7 +23,24 @@ use super::read::{BodyError, Received};
 pub(crate) enum Compression {
     None,
     Gzip,
+    /// HTTP's `deflate`: zlib-wrapped (RFC 9110), or raw deflate as some clients send it.
+    Deflate,
+    Zstd,
 }
+
+impl Compression {
+    fn name(self) -> &'static str {
+        match self {
+            Compression::None => "identity",
+            Compression::Gzip => "gzip",
+            Compression::Deflate => "deflate",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// The largest zstd window a request may ask for: 2^23 bytes (8 MiB).
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 /// `Content-Encoding`; `Err` is the message naming the encoding we do not support.
 pub(crate) fn compression(headers: &HeaderMap) -> Result<Compression, String> {
@@ -35,8 +53,15 @@ pub(crate) fn compression(headers: &HeaderMap) -> Result<Compression, String> {
         Ok(Compression::None)
     } else if is("gzip") || is("x-gzip") {
         Ok(Compression::Gzip)
+    } else if is("deflate") {
+        Ok(Compression::Deflate)
+    } else if is("zstd") {
+        Ok(Compression::Zstd)
     } else {
-        Err(format!("unsupported Content-Encoding `{}`: send gzip or no encoding", text.to_ascii_lowercase()))
+        Err(format!(
+            "unsupported Content-Encoding `{}`: send gzip, zstd, deflate or no encoding",
+            text.to_ascii_lowercase()
+        ))
     }
 }
 
@@ -84,9 +109,9 @@ where
         let refuse = |refusal| Either::Left(ready(Err(refusal)));
         match compression {
             Ok(Compression::None) => Either::Right(self.inner.call(req)),
-            Ok(Compression::Gzip) => {
+            Ok(compression) => {
                 let (parts, Received { bytes, mut charge }) = req.into_parts();
-                match gunzip(&bytes, self.max_body, &mut charge) {
+                match expand(compression, &bytes, self.max_body, &mut charge) {
                     Ok(expanded) => {
                         charge.give_back(bytes.len());
                         drop(bytes);
@@ -100,16 +125,50 @@ where
     }
 }
 
-/// Decompresses, stopping one byte past `limit`, and paying for the output as it grows.
-fn gunzip(compressed: &[u8], limit: usize, charge: &mut Charge) -> Result<Bytes, BodyError> {
+/// Decompresses `compressed`, stopping one byte past `limit` and paying for the output as
+/// it grows (and, for zstd, for its window).
+fn expand(compression: Compression, compressed: &[u8], limit: usize, charge: &mut Charge) -> Result<Bytes, BodyError> {
+    let corrupt = |source| BodyError::Corrupt { encoding: compression.name(), source };
+    match compression {
+        Compression::None => Ok(Bytes::copy_from_slice(compressed)),
+        Compression::Gzip => read_limited(MultiGzDecoder::new(compressed), compressed.len(), limit, charge, corrupt),
+        Compression::Deflate => {
+            // A zlib stream starts with a header whose 16-bit value is a multiple of 31.
+            let zlib = compressed.len() >= 2 && u16::from_be_bytes([compressed[0], compressed[1]]).is_multiple_of(31);
+            if zlib {
+                read_limited(ZlibDecoder::new(compressed), compressed.len(), limit, charge, corrupt)
+            } else {
+                read_limited(DeflateDecoder::new(compressed), compressed.len(), limit, charge, corrupt)
+            }
+        }
+        Compression::Zstd => {
+            let window = (1usize << ZSTD_WINDOW_LOG_MAX).min(limit.max(1024));
+            charge.take(window).map_err(BodyError::Memory)?;
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed).map_err(corrupt)?;
+            decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(corrupt)?;
+            let expanded = read_limited(decoder, compressed.len(), limit, charge, corrupt);
+            charge.give_back(window);
+            expanded
+        }
+    }
+}
+
+/// Reads `decoder` to its end, stopping one byte past `limit`, paying for the output.
+fn read_limited(
+    decoder: impl Read,
+    compressed_len: usize,
+    limit: usize,
+    charge: &mut Charge,
+    corrupt: impl Fn(std::io::Error) -> BodyError,
+) -> Result<Bytes, BodyError> {
     const PART: usize = 64 * 1024;
-    let start = compressed.len().saturating_mul(4).clamp(PART, limit.max(PART));
+    let start = compressed_len.saturating_mul(4).clamp(PART, limit.max(PART));
     charge.take(start + PART).map_err(BodyError::Memory)?;
     let mut out = Vec::with_capacity(start);
     let mut part = vec![0u8; PART];
-    let mut decoder = MultiGzDecoder::new(compressed).take(limit as u64 + 1);
+    let mut decoder = decoder.take(limit as u64 + 1);
     loop {
-        let n = decoder.read(&mut part).map_err(BodyError::BadGzip)?;
+        let n = decoder.read(&mut part).map_err(&corrupt)?;
         if n == 0 {
             break;
         }
@@ -164,6 +223,8 @@ mod tests {
             h
         };
         assert_eq!(compression(&with("GZIP")), Ok(Compression::Gzip));
+        assert_eq!(compression(&with("zstd")), Ok(Compression::Zstd));
+        assert_eq!(compression(&with("Deflate")), Ok(Compression::Deflate));
         assert_eq!(compression(&with("identity")), Ok(Compression::None));
         assert_eq!(compression(&HeaderMap::new()), Ok(Compression::None));
         assert!(compression(&with("br")).is_err());
@@ -202,7 +263,64 @@ mod tests {
         // There is not room for the expanded body: refused while expanding.
         let small = MemoryBudget::new(200_000);
         let mut charge = Charge::new(&small);
-        let e = gunzip(&gz, 300_000, &mut charge).expect_err("no room");
+        let e = expand(Compression::Gzip, &gz, 300_000, &mut charge).expect_err("no room");
         assert!(matches!(e, BodyError::Memory(Exceeded::TooLarge { .. })), "{e}");
+    }
+
+    #[tokio::test]
+    async fn zstd_and_deflate_bodies_expand_within_the_same_limits() {
+        use flate2::write::{DeflateEncoder, ZlibEncoder};
+        let plain = b"{\"resourceSpans\": []} ".repeat(2_000);
+        let zstd_body = zstd::encode_all(&plain[..], 3).expect("in memory");
+        let mut zlib = ZlibEncoder::new(Vec::new(), Level::default());
+        zlib.write_all(&plain).expect("in memory");
+        let zlib = zlib.finish().expect("in memory");
+        let mut raw = DeflateEncoder::new(Vec::new(), Level::default());
+        raw.write_all(&plain).expect("in memory");
+        let raw = raw.finish().expect("in memory");
+
+        let budget = MemoryBudget::new(64 << 20);
+        let (inner, seen) = recorder::<Received>();
+        let svc = DecompressLayer::new(plain.len()).layer(inner);
+        for (body, encoding) in [(zstd_body.clone(), "zstd"), (zlib, "deflate"), (raw, "deflate")] {
+            svc.clone().oneshot(received(body, &budget, Some(encoding))).await.expect(encoding);
+        }
+        assert!(seen.lock().expect("test lock").iter().all(|r| r.body().bytes[..] == plain[..]));
+        drop(seen);
+
+        // One byte over the limit once expanded: 413, whatever the encoding.
+        let e = DecompressLayer::new(plain.len() - 1)
+            .layer(recorder::<Received>().0)
+            .oneshot(received(zstd_body, &budget, Some("zstd")))
+            .await
+            .expect_err("over the limit");
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let e = svc.oneshot(received(b"not zstd".to_vec(), &budget, Some("zstd"))).await.expect_err("corrupt");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("not valid zstd"), "{}", e.message);
+        assert_eq!(budget.in_use(), 0, "every charge given back");
+    }
+
+    #[test]
+    fn a_zstd_bomb_stops_at_the_limit_and_a_huge_window_is_refused() {
+        // 100 MiB of zeros compress to a few KiB.
+        let bomb = zstd::encode_all(std::io::repeat(0).take(100 << 20), 19).expect("in memory");
+        assert!(bomb.len() < 100_000, "{}", bomb.len());
+        let budget = MemoryBudget::new(64 << 20);
+        let mut charge = Charge::new(&budget);
+        let e = expand(Compression::Zstd, &bomb, 10 << 20, &mut charge).expect_err("bomb");
+        assert!(matches!(e, BodyError::TooLarge { limit } if limit == 10 << 20), "{e}");
+        drop(charge);
+        assert_eq!(budget.in_use(), 0);
+
+        // A frame asking for a 128 MiB window is refused before it is allocated.
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("encoder");
+        encoder.window_log(27).expect("window");
+        encoder.long_distance_matching(true).expect("ldm");
+        encoder.write_all(&vec![7u8; 1 << 20]).expect("in memory");
+        let wide = encoder.finish().expect("in memory");
+        let mut charge = Charge::new(&budget);
+        let e = expand(Compression::Zstd, &wide, 200 << 20, &mut charge).expect_err("window");
+        assert!(matches!(e, BodyError::Corrupt { encoding: "zstd", .. }), "{e}");
     }
 }

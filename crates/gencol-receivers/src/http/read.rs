@@ -43,8 +43,8 @@ pub(crate) enum BodyError {
     TooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
     Read(Box<dyn std::error::Error + Send + Sync>),
-    #[error("request body is not valid gzip: {0}")]
-    BadGzip(std::io::Error),
+    #[error("request body is not valid {encoding}: {source}")]
+    Corrupt { encoding: &'static str, source: std::io::Error },
     #[error(
         "the request body did not arrive within {setting} ({after:?}): the connection is closed; send the whole \
          body without pausing"
@@ -69,7 +69,7 @@ impl BodyError {
             BodyError::Memory(Exceeded::Busy) => StatusCode::SERVICE_UNAVAILABLE,
             BodyError::TimedOut { .. } => StatusCode::REQUEST_TIMEOUT,
             BodyError::TransferEncoding(_) => StatusCode::NOT_IMPLEMENTED,
-            BodyError::Read(_) | BodyError::BadGzip(_) => StatusCode::BAD_REQUEST,
+            BodyError::Read(_) | BodyError::Corrupt { .. } => StatusCode::BAD_REQUEST,
         }
     }
 }
