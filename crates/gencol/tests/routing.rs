@@ -90,6 +90,7 @@ async fn dropped(metrics_port: u16, exporter: &str, reason: &str) -> Option<u64>
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sampled_destination_gets_exactly_the_traces_the_rule_keeps_each_whole() {
+    let started = std::time::Instant::now();
     let all = OtlpSink::start().await.unwrap();
     let quarter = OtlpSink::start().await.unwrap();
     let metrics_port = free_port();
@@ -123,9 +124,11 @@ async fn a_sampled_destination_gets_exactly_the_traces_the_rule_keeps_each_whole
     }
     assert_eq!(seen, Some(left_out));
     assert_eq!(dropped(metrics_port, "otlp/all", "sampled_out").await, Some(0));
-    // Said in a line at most every 10 s, never per span.
-    let lines = gencol.stderr().lines().filter(|l| l.contains("routing:")).count();
-    assert!((1..=3).contains(&lines), "{lines} routing lines:\n{}", gencol.stderr());
+    // Said in a line at most every 10 s (one exporter routes), never per span: thousands of
+    // spans were left out.
+    let lines = gencol.stderr().lines().filter(|l| l.contains("routing:")).count() as u64;
+    let at_most = started.elapsed().as_secs() / 10 + 1;
+    assert!(lines >= 1 && lines <= at_most, "{lines} routing lines (at most {at_most}):\n{}", gencol.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread")]
