@@ -39,6 +39,60 @@ pub struct OtlpHttpSettings {
     pub headers: Vec<(String, String)>,
     pub protobuf: bool,
     pub gzip: bool,
+    /// A private CA, a client certificate, or no verification (`tls`).
+    pub tls: ClientTls,
+}
+
+/// `tls:` of an exporter, as written: a private CA to trust (beside the system's), a client
+/// certificate for mTLS, or, for tests only, no verification at all.
+#[derive(Clone, Debug, Default, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// [`TlsSettings`] with its files read and parsed, at config load.
+#[derive(Clone, Default)]
+pub struct ClientTls {
+    roots: Vec<reqwest::Certificate>,
+    identity: Option<reqwest::Identity>,
+    insecure: bool,
+}
+
+impl TlsSettings {
+    /// Reads the files (relative to `base_dir`, the config file's folder). `Err` names the
+    /// setting at fault and what is wrong.
+    pub fn load(&self, base_dir: &std::path::Path) -> Result<ClientTls, (&'static str, String)> {
+        let read = |key: &'static str, file: &str| {
+            std::fs::read(base_dir.join(file)).map_err(|e| (key, format!("tls.{key}: cannot read {file}: {e}")))
+        };
+        let mut roots = Vec::new();
+        if let Some(file) = &self.ca_file {
+            roots = reqwest::Certificate::from_pem_bundle(&read("ca_file", file)?)
+                .map_err(|e| ("ca_file", format!("tls.ca_file: {file} holds no PEM certificate: {e}")))?;
+            if roots.is_empty() {
+                return Err(("ca_file", format!("tls.ca_file: {file} holds no PEM certificate")));
+            }
+        }
+        let identity = match (&self.cert_file, &self.key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let mut pem = read("cert_file", cert)?;
+                pem.push(b'\n');
+                pem.extend(read("key_file", key)?);
+                Some(reqwest::Identity::from_pem(&pem).map_err(|e| {
+                    ("cert_file", format!("tls.cert_file and tls.key_file do not make a client certificate (PEM): {e}"))
+                })?)
+            }
+            (Some(_), None) => return Err(("cert_file", "tls.cert_file needs tls.key_file (its private key)".into())),
+            (None, Some(_)) => return Err(("key_file", "tls.key_file needs tls.cert_file (its certificate)".into())),
+        };
+        Ok(ClientTls { roots, identity, insecure: self.insecure_skip_verify })
+    }
 }
 
 impl OtlpHttpSettings {
@@ -59,6 +113,7 @@ impl std::fmt::Debug for OtlpHttpSettings {
             .field("headers", &headers)
             .field("protobuf", &self.protobuf)
             .field("gzip", &self.gzip)
+            .field("tls", &(!self.tls.roots.is_empty(), self.tls.identity.is_some(), self.tls.insecure))
             .finish()
     }
 }
@@ -96,7 +151,7 @@ impl OtlpHttpSender {
         let headers = check_headers(&s.headers)?;
         let secrets = s.headers.iter().flat_map(|(_, value)| header_secrets(value));
         Ok(OtlpHttpSender {
-            client: http_client()?,
+            client: http_client(&s.tls)?,
             destination: Destination::new(s.endpoint.clone(), s.endpoint_key, secrets),
             headers,
             protobuf: s.protobuf,
@@ -272,15 +327,23 @@ impl Destination {
 
 /// The HTTP client of an exporter. It never follows a redirect (see the module docs): a
 /// 3xx comes back as an answer, which [`HttpAnswer::into_error`] turns into a message.
-pub(crate) fn http_client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+pub(crate) fn http_client(tls: &ClientTls) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
         .user_agent(concat!("gencol/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("cannot create HTTP client: {e}"))
+        .redirect(reqwest::redirect::Policy::none());
+    for root in &tls.roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    if let Some(identity) = &tls.identity {
+        builder = builder.identity(identity.clone());
+    }
+    if tls.insecure {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    builder.build().map_err(|e| format!("cannot create HTTP client: {e}"))
 }
 
 /// Most bytes of an answer's body read: enough for any error text or OTLP
@@ -728,6 +791,7 @@ mod tests {
             headers: vec![("Authorization".into(), "Bearer topsecret".into())],
             protobuf: false,
             gzip: false,
+            tls: Default::default(),
         };
         let shown = format!("{s:?}");
         assert!(!shown.contains("topsecret") && !shown.contains("abc"), "{shown}");

@@ -33,7 +33,7 @@ pub mod raindrop;
 pub mod ramp;
 mod server;
 
-pub use otlp_sink::{DEFAULT_TRACES_PATH, Encoding, OtlpSink, ReceivedRequest, ReceivedSpan, SinkOptions};
+pub use otlp_sink::{DEFAULT_TRACES_PATH, Encoding, OtlpSink, ReceivedRequest, ReceivedSpan, SinkOptions, TlsIdentity};
 pub use raindrop::{
     RAINDROP_MAX_BODY_BYTES, RAINDROP_MAX_TEXT_CHARS, RAINDROP_TRACK_PATH, RaindropOptions, RaindropRequest,
     RaindropSink,

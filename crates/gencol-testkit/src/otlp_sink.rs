@@ -78,6 +78,21 @@ pub struct SinkOptions {
     /// answered 400 as a whole (as backends do for a span they find invalid), the rest
     /// are taken. Lets tests prove that one bad span does not sink its batch.
     pub refuse_span_name: Option<String>,
+    /// Serve HTTPS with this certificate chain and key (PEM), for exporters' `tls`.
+    pub tls: Option<TlsIdentity>,
+}
+
+/// A server certificate chain and its private key, PEM.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_chain_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsIdentity")
+    }
 }
 
 impl Default for SinkOptions {
@@ -89,11 +104,18 @@ impl Default for SinkOptions {
             fallback: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             refuse_span_name: None,
+            tls: None,
         }
     }
 }
 
 impl SinkOptions {
+    /// Serves HTTPS with `identity` ([`SinkOptions::tls`]).
+    pub fn tls(mut self, identity: TlsIdentity) -> Self {
+        self.tls = Some(identity);
+        self
+    }
+
     /// Sets [`SinkOptions::addr`].
     pub fn addr(mut self, addr: SocketAddr) -> Self {
         self.addr = addr;
@@ -330,6 +352,8 @@ pub struct OtlpSink {
     listener: Listener,
     path: String,
     inner: Arc<Inner>,
+    /// Served over TLS ([`SinkOptions::tls`]).
+    https: bool,
 }
 
 #[derive(Debug)]
@@ -364,8 +388,10 @@ impl OtlpSink {
         });
         let handler_inner = inner.clone();
         let handler: Handler = Arc::new(move |req| Box::pin(handle(handler_inner.clone(), req)));
-        let listener = Listener::start(opts.addr, opts.max_body_bytes, handler).await?;
-        Ok(OtlpSink { listener, path: opts.path, inner })
+        let tls = opts.tls.map(|t| crate::server::tls_acceptor(&t.cert_chain_pem, &t.key_pem)).transpose()?;
+        let https = tls.is_some();
+        let listener = Listener::start_tls(opts.addr, opts.max_body_bytes, handler, tls).await?;
+        Ok(OtlpSink { listener, path: opts.path, inner, https })
     }
 
     /// The bound address (with the real port when port 0 was asked for).
@@ -375,7 +401,8 @@ impl OtlpSink {
 
     /// The full traces URL to configure as an exporter's `endpoint`.
     pub fn url(&self) -> String {
-        format!("http://{}{}", self.addr(), self.path)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.addr(), self.path)
     }
 
     /// Queues answers for the next requests that pass the path/method/header checks, in

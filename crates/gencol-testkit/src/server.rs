@@ -22,9 +22,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 /// Largest body (compressed or not) an endpoint accepts before answering 413, so a runaway
 /// exporter or a gzip bomb cannot exhaust the memory of the test process.
@@ -471,9 +472,19 @@ pub(crate) struct Listener {
 impl Listener {
     /// Binds `addr` and serves every connection with `handler` until dropped.
     pub async fn start(addr: SocketAddr, max_body_bytes: usize, handler: Handler) -> std::io::Result<Listener> {
+        Self::start_tls(addr, max_body_bytes, handler, None).await
+    }
+
+    /// [`Listener::start`], over TLS when `tls` is given.
+    pub async fn start_tls(
+        addr: SocketAddr,
+        max_body_bytes: usize,
+        handler: Handler,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<Listener> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(accept_loop(listener, max_body_bytes, handler));
+        let task = tokio::spawn(accept_loop(listener, max_body_bytes, handler, tls));
         Ok(Listener { addr, task })
     }
 
@@ -489,13 +500,24 @@ impl Drop for Listener {
     }
 }
 
-async fn accept_loop(listener: TcpListener, max_body_bytes: usize, handler: Handler) {
+async fn accept_loop(listener: TcpListener, max_body_bytes: usize, handler: Handler, tls: Option<TlsAcceptor>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    connections.spawn(serve_connection(stream, max_body_bytes, handler.clone()));
+                    let _ = stream.set_nodelay(true);
+                    let handler = handler.clone();
+                    match tls.clone() {
+                        None => connections.spawn(serve_connection(stream, max_body_bytes, handler)),
+                        // A client that does not trust the certificate fails the handshake:
+                        // nothing to serve.
+                        Some(tls) => connections.spawn(async move {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                serve_connection(stream, max_body_bytes, handler).await;
+                            }
+                        }),
+                    };
                 }
                 // Typically EMFILE; back off briefly instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -505,8 +527,10 @@ async fn accept_loop(listener: TcpListener, max_body_bytes: usize, handler: Hand
     }
 }
 
-async fn serve_connection(stream: TcpStream, max_body_bytes: usize, handler: Handler) {
-    let _ = stream.set_nodelay(true);
+async fn serve_connection<S>(stream: S, max_body_bytes: usize, handler: Handler)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req: Request<Incoming>| {
         let handler = handler.clone();
         async move {
@@ -528,6 +552,25 @@ async fn serve_connection(stream: TcpStream, max_body_bytes: usize, handler: Han
     });
     // Errors here are client disconnects or scripted closes; both are already recorded.
     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+}
+
+/// A TLS acceptor presenting `cert_chain_pem` with `key_pem`.
+pub(crate) fn tls_acceptor(cert_chain_pem: &str, key_pem: &str) -> std::io::Result<TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid(format!("certificate PEM: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| invalid(format!("key PEM: {e}")))?;
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok(TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 fn build_response(status: u16, headers: &[(String, String)], body: Bytes) -> Response<Full<Bytes>> {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use gencol_config::{Diagnostic, Located, Node};
 use serde::Deserialize;
 
-use crate::http::{OtlpHttpSettings, check_headers, parse_http_url};
+use crate::http::{OtlpHttpSettings, TlsSettings, check_headers, parse_http_url};
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -37,22 +37,36 @@ pub struct OtlpExporterSettings {
     pub encoding: Encoding,
     #[serde(default)]
     pub compression: Compression,
+    /// A private CA, a client certificate (mTLS), or `insecure_skip_verify` (tests only).
+    #[serde(default)]
+    pub tls: TlsSettings,
 }
 
 impl OtlpExporterSettings {
     /// Checks what serde cannot: the URL and the headers.
-    pub fn check(self, config: &Located<Node>) -> Result<OtlpHttpSettings, Diagnostic> {
+    pub fn check(self, config: &Located<Node>, base_dir: &std::path::Path) -> Result<OtlpHttpSettings, Diagnostic> {
         let at = |key: &str| config.value.get(key).map(|n| n.loc.clone()).unwrap_or_else(|| config.loc.clone());
         let endpoint = parse_endpoint(&self.endpoint).map_err(|m| Diagnostic::error(&at("endpoint"), m))?;
         let headers: Vec<(String, String)> =
             self.headers.into_iter().filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k, v))).collect();
         check_headers(&headers).map_err(|m| Diagnostic::error(&at("headers"), m))?;
+        let tls_at = |key: &str| {
+            config.value.get("tls").and_then(|t| t.value.get(key)).map(|n| n.loc.clone()).unwrap_or_else(|| at("tls"))
+        };
+        let tls = self.tls.load(base_dir).map_err(|(key, m)| Diagnostic::error(&tls_at(key), m))?;
+        if self.tls.insecure_skip_verify {
+            tracing::warn!(
+                endpoint = %crate::http::redacted_url(&endpoint),
+                "tls.insecure_skip_verify: the destination's certificate is not checked; anyone on the path can read and change what is sent (use tls.ca_file instead)"
+            );
+        }
         Ok(OtlpHttpSettings {
             endpoint,
             endpoint_key: "endpoint",
             headers,
             protobuf: self.encoding == Encoding::Proto,
             gzip: self.compression == Compression::Gzip,
+            tls,
         })
     }
 }

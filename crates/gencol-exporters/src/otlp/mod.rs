@@ -25,11 +25,11 @@ impl ExporterFactory for OtlpExporterFactory {
     }
     fn configure(
         &self,
-        _ctx: &ComponentContext,
+        ctx: &ComponentContext,
         config: &Located<Node>,
     ) -> Result<Box<dyn ExporterConfig>, Vec<Diagnostic>> {
         let settings: OtlpExporterSettings = decode(config).map_err(|d| vec![d])?;
-        let http = settings.check(config).map_err(|d| vec![d])?;
+        let http = settings.check(config, &ctx.base_dir).map_err(|d| vec![d])?;
         Ok(Box::new(OtlpExporterConfig { http }))
     }
 }

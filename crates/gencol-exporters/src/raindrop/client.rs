@@ -27,7 +27,7 @@ impl EventsClient {
             .map_err(|_| "write_key cannot be sent in an HTTP header (it must be visible ASCII)".to_owned())?;
         authorization.set_sensitive(true);
         Ok(EventsClient {
-            client: http_client()?,
+            client: http_client(&Default::default())?,
             destination: Destination::new(settings.endpoint.clone(), "base_url", [settings.write_key.clone()]),
             authorization,
         })

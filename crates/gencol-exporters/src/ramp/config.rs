@@ -75,6 +75,7 @@ impl RampExporterSettings {
                     // to accept beats saving a few bytes on spans that are small anyway.
                     protobuf: false,
                     gzip: false,
+                    tls: Default::default(),
                 })
             }
             _ => Err(errors),
