@@ -57,7 +57,7 @@ impl Route {
     ) -> Result<Option<Route>, Vec<Diagnostic>> {
         let at = |key: &str| node.value.get(key).map_or(node.loc.clone(), |n| n.loc.clone());
         let mut errors = Vec::new();
-        let sampler = Sampler::new(sampling_rate).map_err(|m| errors.push(Diagnostic::error(&at("sampling_rate"), m)));
+        let sampler = Sampler::new(sampling_rate).map_err(|m| Diagnostic::error(&at("sampling_rate"), m));
         let api_keys = api_keys.map(|keys| {
             let list = node.value.get("api_keys");
             let mut set = HashSet::new();
@@ -88,10 +88,11 @@ impl Route {
             }
             _ => None,
         };
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let sampler = sampler.unwrap_or_else(|()| unreachable!("errors returned above"));
+        let sampler = match sampler {
+            Ok(s) if errors.is_empty() => s,
+            Ok(_) => return Err(errors),
+            Err(e) => return Err(std::iter::once(e).chain(errors).collect()),
+        };
         if sampler.keeps_all() && api_keys.is_none() && rules.is_none() {
             return Ok(None);
         }

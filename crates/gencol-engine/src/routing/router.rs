@@ -5,6 +5,7 @@
 //! (OTLP spans, or a root released after a restart, whose generations this process did
 //! not see) is judged on its own fields.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +44,7 @@ impl Router {
     /// spans of a trace (`hierarchy`'s group window); `None` when none does.
     pub(crate) fn new(routes: Vec<Option<Arc<Route>>>, hold: Option<Duration>) -> Self {
         let active = routes.iter().any(Option::is_some);
-        let memo = (active && hold.is_some()).then(|| TraceMemo::new(hold.unwrap_or_default()));
+        let memo = hold.filter(|_| active).map(TraceMemo::new);
         Router { routes, active, memo }
     }
 
@@ -109,12 +110,25 @@ impl TraceMemo {
     }
 
     fn note(&mut self, trace: [u8; 16], mask: u64, now: Instant) {
-        let entry = self.traces.entry(trace).or_insert((0, now));
-        entry.0 |= mask;
-        // Listed again when half its time is gone, so a trace that keeps getting
-        // generations is not forgotten, and is listed only a few times.
-        if entry.1 == now || now.duration_since(entry.1) > self.keep / 2 {
-            entry.1 = now;
+        // Listed when new, and again when half its time is gone, so a trace that keeps
+        // getting generations is not forgotten, and is listed only a few times (not once
+        // per generation of a batch).
+        let listed = match self.traces.entry(trace) {
+            Entry::Vacant(v) => {
+                v.insert((mask, now));
+                true
+            }
+            Entry::Occupied(mut o) => {
+                let (known, noted) = o.get_mut();
+                *known |= mask;
+                let stale = now.duration_since(*noted) > self.keep / 2;
+                if stale {
+                    *noted = now;
+                }
+                stale
+            }
+        };
+        if listed {
             self.order.push_back((now, trace));
         }
         self.expire(now);
