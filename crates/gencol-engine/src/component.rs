@@ -43,10 +43,10 @@ pub trait ReceiverFactory: Send + Sync + 'static {
 
 /// A validated receiver, ready to start.
 pub trait ReceiverConfig: Send + Sync {
-    /// The listen address (`host:port`), used to detect an exporter sending back into
-    /// gencol's own receiver (a delivery loop).
-    fn listen_addr(&self) -> Option<String> {
-        None
+    /// The listen addresses (`host:port`; `otlp` has one per protocol), used to detect an
+    /// exporter sending back into gencol's own receiver (a delivery loop).
+    fn listen_addrs(&self) -> Vec<String> {
+        Vec::new()
     }
     /// Whether it produces generation spans (whose pipelines want `namespace`).
     fn emits_generations(&self) -> bool {

@@ -60,7 +60,7 @@ fn done_when(task: JoinHandle<()>) -> Done {
 
 struct RunningReceiver {
     config: Node,
-    listen: Option<String>,
+    listen: Vec<String>,
     consumer: Consumer,
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -337,10 +337,10 @@ impl RunningService {
         for id in receiver_inputs.keys() {
             let config = &new.receivers[id];
             let written = new.written("receiver", id);
-            let listen = config.listen_addr();
+            let listen = config.listen_addrs();
             let change = match self.receivers.get(id) {
                 Some(old) if old.config.same_value(written) => ReceiverChange::Keep,
-                Some(old) if old.listen.is_some() && old.listen == listen => ReceiverChange::Restart,
+                Some(old) if !old.listen.is_empty() && old.listen == listen => ReceiverChange::Restart,
                 _ => match self.start_receiver(&new, id, false).await {
                     Ok(r) => ReceiverChange::Started(r),
                     Err(e) => {
@@ -557,7 +557,7 @@ impl RunningService {
                 Ok(task) => {
                     return Ok(RunningReceiver {
                         config: new.written("receiver", id).clone(),
-                        listen: config.listen_addr(),
+                        listen: config.listen_addrs(),
                         consumer,
                         stop,
                         task,

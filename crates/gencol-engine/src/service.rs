@@ -338,8 +338,8 @@ fn check_delivery_loops(
             let Some(target) = exporters.get(&e.value).and_then(|x| x.config.target_addr()) else { continue };
             for (j, q) in config.pipelines.iter().enumerate() {
                 for r in &q.receivers {
-                    let listens = receivers.get(&r.value).and_then(|x| x.listen_addr());
-                    if listens.is_some_and(|l| same_endpoint(&l, &target)) {
+                    let listens = receivers.get(&r.value).map(|x| x.listen_addrs()).unwrap_or_default();
+                    if listens.iter().any(|l| same_endpoint(l, &target)) {
                         edges[i].push((j, e.clone(), r.value.clone()));
                     }
                 }

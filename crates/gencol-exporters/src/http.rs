@@ -61,6 +61,17 @@ pub struct ClientTls {
     roots: Vec<reqwest::Certificate>,
     identity: Option<reqwest::Identity>,
     insecure: bool,
+    /// The files as read, for clients other than reqwest's (the gRPC exporter's rustls).
+    pub(crate) pem: std::sync::Arc<TlsPem>,
+}
+
+/// The PEM text of `tls:` files, checked by [`TlsSettings::load`].
+#[derive(Default)]
+pub(crate) struct TlsPem {
+    pub ca: Option<Vec<u8>>,
+    /// Certificate chain and private key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub insecure: bool,
 }
 
 impl TlsSettings {
@@ -71,27 +82,33 @@ impl TlsSettings {
             std::fs::read(base_dir.join(file)).map_err(|e| (key, format!("tls.{key}: cannot read {file}: {e}")))
         };
         let mut roots = Vec::new();
+        let mut pem = TlsPem { insecure: self.insecure_skip_verify, ..TlsPem::default() };
         if let Some(file) = &self.ca_file {
-            roots = reqwest::Certificate::from_pem_bundle(&read("ca_file", file)?)
+            let ca = read("ca_file", file)?;
+            roots = reqwest::Certificate::from_pem_bundle(&ca)
                 .map_err(|e| ("ca_file", format!("tls.ca_file: {file} holds no PEM certificate: {e}")))?;
             if roots.is_empty() {
                 return Err(("ca_file", format!("tls.ca_file: {file} holds no PEM certificate")));
             }
+            pem.ca = Some(ca);
         }
         let identity = match (&self.cert_file, &self.key_file) {
             (None, None) => None,
             (Some(cert), Some(key)) => {
-                let mut pem = read("cert_file", cert)?;
-                pem.push(b'\n');
-                pem.extend(read("key_file", key)?);
-                Some(reqwest::Identity::from_pem(&pem).map_err(|e| {
+                let (cert, key) = (read("cert_file", cert)?, read("key_file", key)?);
+                let mut both = cert.clone();
+                both.push(b'\n');
+                both.extend_from_slice(&key);
+                let identity = reqwest::Identity::from_pem(&both).map_err(|e| {
                     ("cert_file", format!("tls.cert_file and tls.key_file do not make a client certificate (PEM): {e}"))
-                })?)
+                })?;
+                pem.identity = Some((cert, key));
+                Some(identity)
             }
             (Some(_), None) => return Err(("cert_file", "tls.cert_file needs tls.key_file (its private key)".into())),
             (None, Some(_)) => return Err(("key_file", "tls.key_file needs tls.cert_file (its certificate)".into())),
         };
-        Ok(ClientTls { roots, identity, insecure: self.insecure_skip_verify })
+        Ok(ClientTls { roots, identity, insecure: self.insecure_skip_verify, pem: std::sync::Arc::new(pem) })
     }
 }
 

@@ -9,9 +9,11 @@
 //! so a sender's retry is never a duplicate of something half kept.
 
 mod generations;
+mod grpc;
 mod http;
 mod otlp;
 mod settings;
+mod tls;
 
 use std::sync::Arc;
 
@@ -77,10 +79,10 @@ mod tests {
 
         // `generations:` with nothing after it: every default.
         let config = generations.configure(&ctx("generations"), &at(2, Node::Null)).expect("defaults");
-        assert_eq!(config.listen_addr().as_deref(), Some("127.0.0.1:4320"));
+        assert_eq!(config.listen_addrs(), ["127.0.0.1:4320"]);
         assert!(config.emits_generations());
         let config = otlp.configure(&ctx("otlp"), &at(2, Node::Null)).expect("defaults");
-        assert_eq!(config.listen_addr().as_deref(), Some("127.0.0.1:4318"));
+        assert_eq!(config.listen_addrs(), ["127.0.0.1:4318"]);
         assert!(!config.emits_generations());
 
         let written = at(
@@ -102,7 +104,7 @@ mod tests {
             ]),
         );
         let config = generations.configure(&ctx("generations"), &written).expect("valid");
-        assert_eq!(config.listen_addr().as_deref(), Some("0.0.0.0:9000"));
+        assert_eq!(config.listen_addrs(), ["0.0.0.0:9000"]);
         // `service_name` is the generations receiver's alone.
         let errors = otlp.configure(&ctx("otlp"), &written).err().expect("unknown key");
         assert_eq!(errors[0].loc.as_ref().map(|l| l.line), Some(7), "{errors:?}");

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::http::{BearerAuth, BodyLimits, ConnectionLimits};
+use crate::tls::{Alpn, ServerTls, TlsFiles, TlsSettings};
 
 /// `max_request_body_size` when none is written (SPEC §10).
 pub(crate) const DEFAULT_MAX_BODY: ByteSize = ByteSize(10 * 1024 * 1024);
@@ -103,6 +104,8 @@ pub(crate) struct ServerSettings {
     pub auth: Option<BearerAuth>,
     pub body: BodyLimits,
     pub connections: ConnectionLimits,
+    /// `tls`, its files checked ([`ServerSettings::with_tls`]).
+    pub tls: Option<TlsFiles>,
 }
 
 /// A settings problem and the YAML key it belongs to, so `configure` can point at
@@ -145,7 +148,27 @@ impl ServerSettings {
             auth,
             body: BodyLimits { max_body, read_timeout: keys.read_timeout, read_idle_timeout: keys.read_idle_timeout },
             connections: ConnectionLimits { max_connections: keys.max_connections, header_timeout: keys.read_timeout },
+            tls: None,
         })
+    }
+
+    /// Adds `tls`, reading its files (relative to the config file's folder) to check them.
+    pub fn with_tls(mut self, tls: Option<TlsSettings>, base_dir: &std::path::Path) -> Result<Self, SettingsError> {
+        self.tls = tls.map(|t| t.check(base_dir)).transpose()?;
+        Ok(self)
+    }
+
+    /// Starts watching the `tls` files, for a listener that speaks `alpn`.
+    pub fn start_tls(
+        &self,
+        alpn: Alpn,
+        receiver: &str,
+        shutdown: &gencol_engine::CancellationToken,
+    ) -> Result<Option<ServerTls>, crate::http::ReceiverError> {
+        let Some(files) = &self.tls else { return Ok(None) };
+        ServerTls::start(files, alpn, self.connections.header_timeout, receiver, shutdown.clone())
+            .map(Some)
+            .map_err(|e| crate::http::ReceiverError::Tls { endpoint: self.endpoint.clone(), message: e.to_string() })
     }
 }
 

@@ -79,6 +79,7 @@ fn the_manifests_agree_with_the_config() {
     let listens = [
         &config["receivers"]["generations"]["endpoint"],
         &config["receivers"]["otlp"]["endpoint"],
+        &config["receivers"]["otlp"]["grpc"]["endpoint"],
         &config["extensions"]["health_check"]["endpoint"],
         &config["service"]["telemetry"]["metrics"]["prometheus"]["endpoint"],
     ];
@@ -104,7 +105,7 @@ fn the_manifests_agree_with_the_config() {
     let service = kind(&docs, "Service");
     let targets: Vec<&str> =
         service["spec"]["ports"].as_array().unwrap().iter().filter_map(|p| p["targetPort"].as_str()).collect();
-    assert_eq!(targets, ["generations", "otlp-http"]);
+    assert_eq!(targets, ["generations", "otlp-grpc", "otlp-http"]);
 }
 
 #[tokio::test]
@@ -116,6 +117,7 @@ async fn the_container_config_runs_and_health_answers_where_the_probes_look() {
     let yaml = read("config.yaml")
         .replace("0.0.0.0:4320", "127.0.0.1:{GEN_PORT}")
         .replace("0.0.0.0:4318", "127.0.0.1:{OTLP_PORT}")
+        .replace("0.0.0.0:4317", &format!("127.0.0.1:{}", free_port()))
         .replace("0.0.0.0:13133", &format!("127.0.0.1:{health}"))
         .replace("0.0.0.0:8888", &format!("127.0.0.1:{metrics}"))
         .replace("/var/lib/gencol", "{DIR}/data");

@@ -9,21 +9,12 @@ use std::time::Duration;
 
 use common::*;
 use gencol_testkit::{OtlpSink, SinkOptions, TlsIdentity};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 /// A CA (PEM) and a server identity for 127.0.0.1 signed by it.
 fn private_ca() -> (String, TlsIdentity) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    (ca_cert.pem(), TlsIdentity { cert_chain_pem: cert.pem(), key_pem: key.serialize_pem() })
+    let ca = TestCa::new();
+    let server = ca.server();
+    (ca.pem, server)
 }
 
 fn config(sink: &OtlpSink, tls: &str) -> String {
@@ -56,14 +47,7 @@ async fn without_the_ca_the_connection_test_fails_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gencol.yaml");
     std::fs::write(&path, config(&sink, "").replace("{GEN_PORT}", &free_port().to_string())).unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(gencol_bin()).arg("test-connection").arg("--config").arg(&path).output().unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_ne!(out.status.code(), Some(0), "{stdout}");
-    let line = stdout.lines().find(|l| l.starts_with("otlp/secure: FAILED")).unwrap_or_else(|| panic!("{stdout}"));
+    let line = failed_connection_test(path, "otlp/secure").await;
     assert!(line.to_lowercase().contains("certificate"), "the error names the certificate problem: {line}");
     assert!(sink.requests().is_empty(), "nothing was sent over an unverified connection");
 }

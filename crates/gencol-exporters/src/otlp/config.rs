@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use gencol_config::{Diagnostic, Located, Node};
 use serde::Deserialize;
 
+use super::grpc::{OtlpGrpcSettings, check_metadata};
 use crate::http::{OtlpHttpSettings, TlsSettings, check_headers, parse_http_url};
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -23,18 +24,38 @@ pub enum Compression {
     None,
 }
 
+/// `protocol`: OTLP/HTTP (as OpenRouter sends) or OTLP/gRPC.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Http,
+    Grpc,
+}
+
+/// How the checked exporter sends.
+#[derive(Clone, Debug)]
+pub enum OtlpPlan {
+    Http(OtlpHttpSettings),
+    Grpc(OtlpGrpcSettings),
+}
+
 /// As written in YAML (SPEC §10).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpExporterSettings {
-    /// Full URL of the traces path, e.g. `https://api.axiom.co/v1/traces`.
+    /// Full URL of the traces path, e.g. `https://api.axiom.co/v1/traces`; for
+    /// `protocol: grpc`, `http(s)://host:port`.
     pub endpoint: String,
+    #[serde(default)]
+    pub protocol: Protocol,
     /// Sent with every request. A header whose value is empty or null is not sent, so
     /// `${env:VAR:-}` makes a header optional.
     #[serde(default)]
     pub headers: BTreeMap<String, Option<String>>,
+    /// OTLP/HTTP only: gRPC is always protobuf.
     #[serde(default)]
-    pub encoding: Encoding,
+    pub encoding: Option<Encoding>,
     #[serde(default)]
     pub compression: Compression,
     /// A private CA, a client certificate (mTLS), or `insecure_skip_verify` (tests only).
@@ -44,12 +65,26 @@ pub struct OtlpExporterSettings {
 
 impl OtlpExporterSettings {
     /// Checks what serde cannot: the URL and the headers.
-    pub fn check(self, config: &Located<Node>, base_dir: &std::path::Path) -> Result<OtlpHttpSettings, Diagnostic> {
+    pub fn check(self, config: &Located<Node>, base_dir: &std::path::Path) -> Result<OtlpPlan, Diagnostic> {
         let at = |key: &str| config.value.get(key).map(|n| n.loc.clone()).unwrap_or_else(|| config.loc.clone());
-        let endpoint = parse_endpoint(&self.endpoint).map_err(|m| Diagnostic::error(&at("endpoint"), m))?;
+        let endpoint = match self.protocol {
+            Protocol::Http => parse_endpoint(&self.endpoint),
+            Protocol::Grpc => parse_grpc_endpoint(&self.endpoint),
+        }
+        .map_err(|m| Diagnostic::error(&at("endpoint"), m))?;
+        if self.protocol == Protocol::Grpc && self.encoding == Some(Encoding::Json) {
+            return Err(Diagnostic::error(
+                &at("encoding"),
+                "encoding: json is OTLP/HTTP only; OTLP/gRPC is always protobuf (leave `encoding` out)",
+            ));
+        }
         let headers: Vec<(String, String)> =
             self.headers.into_iter().filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k, v))).collect();
-        check_headers(&headers).map_err(|m| Diagnostic::error(&at("headers"), m))?;
+        match self.protocol {
+            Protocol::Http => check_headers(&headers).map(drop),
+            Protocol::Grpc => check_metadata(&headers).map(drop),
+        }
+        .map_err(|m| Diagnostic::error(&at("headers"), m))?;
         let tls_at = |key: &str| {
             config.value.get("tls").and_then(|t| t.value.get(key)).map(|n| n.loc.clone()).unwrap_or_else(|| at("tls"))
         };
@@ -60,15 +95,36 @@ impl OtlpExporterSettings {
                 "tls.insecure_skip_verify: the destination's certificate is not checked; anyone on the path can read and change what is sent (use tls.ca_file instead)"
             );
         }
-        Ok(OtlpHttpSettings {
-            endpoint,
-            endpoint_key: "endpoint",
-            headers,
-            protobuf: self.encoding == Encoding::Proto,
-            gzip: self.compression == Compression::Gzip,
-            tls,
+        let gzip = self.compression == Compression::Gzip;
+        Ok(match self.protocol {
+            Protocol::Http => OtlpPlan::Http(OtlpHttpSettings {
+                endpoint,
+                endpoint_key: "endpoint",
+                headers,
+                protobuf: self.encoding == Some(Encoding::Proto),
+                gzip,
+                tls,
+            }),
+            Protocol::Grpc => OtlpPlan::Grpc(OtlpGrpcSettings { endpoint, headers, gzip, tls }),
         })
     }
+}
+
+/// `http(s)://host:port` for OTLP/gRPC: the service path is gRPC's own, so none is written.
+pub fn parse_grpc_endpoint(s: &str) -> Result<reqwest::Url, String> {
+    let url = parse_http_url(
+        "endpoint",
+        s,
+        "write the gRPC address with its scheme, e.g. http://127.0.0.1:4317 (https:// for TLS)",
+        "send the credential in `headers` instead, e.g. `headers: {authorization: \"Bearer ${env:OTLP_TOKEN}\"}`",
+    )?;
+    if url.path() != "/" || url.query().is_some() {
+        return Err(format!(
+            "endpoint `{}` has a path or query: an OTLP/gRPC endpoint is only scheme, host and port (e.g. http://127.0.0.1:4317); the service path is gRPC's own",
+            crate::http::redacted_url(&url)
+        ));
+    }
+    Ok(url)
 }
 
 /// An `http(s)://host[:port]/path` URL, without userinfo.

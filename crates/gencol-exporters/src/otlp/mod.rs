@@ -1,7 +1,8 @@
-//! `otlp`: OTLP/HTTP traces to any backend (SPEC §6), JSON by default as OpenRouter
-//! sends, or protobuf; gzip by default.
+//! `otlp`: OTLP traces to any backend (SPEC §6): over HTTP by default, JSON as OpenRouter
+//! sends or protobuf, or over gRPC (`protocol: grpc`); gzip by default.
 
 mod config;
+mod grpc;
 #[cfg(test)]
 mod tests;
 
@@ -11,8 +12,10 @@ use gencol_config::{ComponentId, Diagnostic, Located, Node, decode};
 use gencol_engine::{BoxFuture, ComponentContext, ExportError, Exporter, ExporterConfig, ExporterFactory};
 use gencol_model::SpanItem;
 
-use crate::http::{OtlpHttpSender, OtlpHttpSettings};
+use crate::http::OtlpHttpSender;
 pub use config::OtlpExporterSettings;
+use config::OtlpPlan;
+use grpc::OtlpGrpcSender;
 
 pub struct OtlpExporterFactory;
 
@@ -21,7 +24,7 @@ impl ExporterFactory for OtlpExporterFactory {
         "otlp"
     }
     fn about(&self) -> &str {
-        "OTLP/HTTP traces to any OpenTelemetry backend (Axiom, Jaeger, Tempo, Honeycomb, a collector)"
+        "OTLP traces (HTTP or gRPC) to any OpenTelemetry backend (Axiom, Jaeger, Tempo, Honeycomb, a collector)"
     }
     fn configure(
         &self,
@@ -29,34 +32,51 @@ impl ExporterFactory for OtlpExporterFactory {
         config: &Located<Node>,
     ) -> Result<Box<dyn ExporterConfig>, Vec<Diagnostic>> {
         let settings: OtlpExporterSettings = decode(config).map_err(|d| vec![d])?;
-        let http = settings.check(config, &ctx.base_dir).map_err(|d| vec![d])?;
-        Ok(Box::new(OtlpExporterConfig { http }))
+        let plan = settings.check(config, &ctx.base_dir).map_err(|d| vec![d])?;
+        Ok(Box::new(OtlpExporterConfig { plan }))
     }
 }
 
 struct OtlpExporterConfig {
-    http: OtlpHttpSettings,
+    plan: OtlpPlan,
 }
 
 impl ExporterConfig for OtlpExporterConfig {
     fn target_addr(&self) -> Option<String> {
-        self.http.target_addr()
+        match &self.plan {
+            OtlpPlan::Http(s) => s.target_addr(),
+            OtlpPlan::Grpc(s) => s.target_addr(),
+        }
     }
     fn build(&self, id: &ComponentId) -> Result<Arc<dyn Exporter>, String> {
-        Ok(Arc::new(OtlpExporter { sender: OtlpHttpSender::new(&id.to_string(), &self.http)? }))
+        let id = id.to_string();
+        Ok(match &self.plan {
+            OtlpPlan::Http(s) => Arc::new(OtlpHttpExporter(OtlpHttpSender::new(&id, s)?)),
+            OtlpPlan::Grpc(s) => Arc::new(OtlpGrpcExporter(OtlpGrpcSender::new(&id, s)?)),
+        })
     }
 }
 
-struct OtlpExporter {
-    sender: OtlpHttpSender,
-}
+struct OtlpHttpExporter(OtlpHttpSender);
 
-impl Exporter for OtlpExporter {
+impl Exporter for OtlpHttpExporter {
     fn export<'a>(&'a self, batch: &'a [SpanItem]) -> BoxFuture<'a, Result<(), ExportError>> {
-        Box::pin(self.sender.send_items(batch))
+        Box::pin(self.0.send_items(batch))
     }
 
     fn test_connection(&self) -> BoxFuture<'_, Result<String, ExportError>> {
-        Box::pin(async move { self.sender.send(&crate::test_connection_request(), true).await })
+        Box::pin(async move { self.0.send(&crate::test_connection_request(), true).await })
+    }
+}
+
+struct OtlpGrpcExporter(OtlpGrpcSender);
+
+impl Exporter for OtlpGrpcExporter {
+    fn export<'a>(&'a self, batch: &'a [SpanItem]) -> BoxFuture<'a, Result<(), ExportError>> {
+        Box::pin(self.0.send_items(batch))
+    }
+
+    fn test_connection(&self) -> BoxFuture<'_, Result<String, ExportError>> {
+        Box::pin(async move { self.0.send(&crate::test_connection_request(), true).await })
     }
 }

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use crate::settings::{
     AuthSettings, ListenerKeys, ServerSettings, SettingsError, check_max_items, default_max_connections, defaults,
 };
+use crate::tls::TlsSettings;
 
 /// Where gateways post generation records unless told otherwise.
 pub(crate) const DEFAULT_ENDPOINT: &str = "127.0.0.1:4320";
@@ -34,6 +35,9 @@ pub(crate) struct GenerationsSettings {
     pub read_idle_timeout: Duration,
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// TLS (and with `client_ca_file`, mTLS) on this receiver's ports.
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
     #[serde(default = "default_max_records")]
     pub max_records_per_request: usize,
     #[serde(default = "default_service_name")]
@@ -49,6 +53,7 @@ impl Default for GenerationsSettings {
             read_timeout: defaults::read_timeout(),
             read_idle_timeout: defaults::read_idle_timeout(),
             max_connections: default_max_connections(),
+            tls: None,
             max_records_per_request: DEFAULT_MAX_RECORDS,
             service_name: default_service_name(),
         }
@@ -64,8 +69,9 @@ pub(crate) struct CheckedSettings {
 }
 
 impl GenerationsSettings {
-    /// Checks what serde cannot; pure, so `gencol validate` can run it.
-    pub fn check(self) -> Result<CheckedSettings, SettingsError> {
+    /// Checks what serde cannot, reading the `tls` files (relative to `base_dir`, the
+    /// config file's folder); `gencol validate` runs it.
+    pub fn check(self, base_dir: &std::path::Path) -> Result<CheckedSettings, SettingsError> {
         if self.service_name.trim().is_empty() {
             return Err(SettingsError::new("service_name", "service_name must not be empty"));
         }
@@ -76,7 +82,8 @@ impl GenerationsSettings {
             read_timeout: self.read_timeout.0,
             read_idle_timeout: self.read_idle_timeout.0,
             max_connections: self.max_connections,
-        })?;
+        })?
+        .with_tls(self.tls, base_dir)?;
         let max_records = check_max_items("max_records_per_request", self.max_records_per_request)?;
         Ok(CheckedSettings { server, max_records, service_name: self.service_name })
     }

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::http::{Dialect, ReceiverError, StackSettings, serve, stack};
 use crate::settings::{ServerSettings, decode_settings, locate};
+use crate::tls::Alpn;
 use config::{CheckedSettings, GenerationsSettings};
 use service::{Form, GenerationsDialect, GenerationsHandler, Handler, NOT_FOUND, PATH};
 
@@ -39,7 +40,7 @@ impl ReceiverFactory for GenerationsReceiverFactory {
         config: &Located<Node>,
     ) -> Result<Box<dyn ReceiverConfig>, Vec<Diagnostic>> {
         let settings: GenerationsSettings = decode_settings(config)?;
-        let checked = settings.check().map_err(|e| locate(config, e))?;
+        let checked = settings.check(&ctx.base_dir).map_err(|e| locate(config, e))?;
         Ok(Box::new(GenerationsReceiverConfig::new(ctx.id.to_string(), checked)))
     }
 }
@@ -86,15 +87,16 @@ impl GenerationsReceiverConfig {
         };
         let service = stack(settings, consumer, handler);
         let busy = GenerationsDialect::BUSY_JSON;
-        let (addr, task) = serve(&self.server.endpoint, service, busy, self.server.connections, shutdown).await?;
+        let tls = self.server.start_tls(Alpn::Http1, &self.id, &shutdown)?;
+        let (addr, task) = serve(&self.server.endpoint, service, busy, self.server.connections, tls, shutdown).await?;
         tracing::info!(receiver = %self.id, address = %addr, "listening");
         Ok((addr, task))
     }
 }
 
 impl ReceiverConfig for GenerationsReceiverConfig {
-    fn listen_addr(&self) -> Option<String> {
-        Some(self.server.endpoint.clone())
+    fn listen_addrs(&self) -> Vec<String> {
+        vec![self.server.endpoint.clone()]
     }
 
     fn emits_generations(&self) -> bool {

@@ -32,7 +32,10 @@ async fn start_with(settings: GenerationsSettings, capacity: usize) -> Running {
 
 async fn start_with_memory(settings: GenerationsSettings, capacity: usize, memory: MemoryBudget) -> Running {
     let settings = GenerationsSettings { endpoint: "127.0.0.1:0".into(), ..settings };
-    let config = GenerationsReceiverConfig::new("generations/test".into(), settings.check().expect("valid settings"));
+    let config = GenerationsReceiverConfig::new(
+        "generations/test".into(),
+        settings.check(std::path::Path::new(".")).expect("valid settings"),
+    );
     let (consumer, rx) = pipeline(capacity);
     let shutdown = CancellationToken::new();
     let (addr, task) = config.bind(consumer, memory, shutdown.clone()).await.expect("bind");
@@ -466,8 +469,12 @@ fn settings_defaults_and_checks() {
     assert_eq!(d.read_idle_timeout.0, Duration::from_secs(10));
     assert_eq!(d.max_records_per_request, 10_000);
     assert!(d.max_connections >= 16);
-    let e = GenerationsSettings { max_records_per_request: 0, ..Default::default() }.check().expect_err("zero");
+    let e = GenerationsSettings { max_records_per_request: 0, ..Default::default() }
+        .check(std::path::Path::new("."))
+        .expect_err("zero");
     assert_eq!(e.key, "max_records_per_request");
-    let e = GenerationsSettings { service_name: " ".into(), ..Default::default() }.check().expect_err("empty name");
+    let e = GenerationsSettings { service_name: " ".into(), ..Default::default() }
+        .check(std::path::Path::new("."))
+        .expect_err("empty name");
     assert_eq!(e.key, "service_name");
 }

@@ -1,5 +1,6 @@
-//! The listen loop both receivers share: HTTP/1.1 keep-alive, `TCP_NODELAY`, graceful
-//! shutdown, and a bound on connections.
+//! The listen loop both receivers share: HTTP/1.1 keep-alive, `TCP_NODELAY`, TLS when
+//! `tls` is set (the handshake on the connection's own task), graceful shutdown, and a
+//! bound on connections.
 //!
 //! Every connection costs a file descriptor, a task and read buffers, so a listener
 //! holds at most `max_connections`. When a new one arrives at the limit, the connection
@@ -35,6 +36,7 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::{Body, ReceiverError};
+use crate::tls::ServerTls;
 
 /// How a listener treats its connections.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -77,12 +79,13 @@ pub(crate) async fn serve<S: HttpService>(
     service: S,
     busy_json: &'static str,
     limits: ConnectionLimits,
+    tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), ReceiverError> {
     let bind_err = |source| ReceiverError::Bind { endpoint: endpoint.to_owned(), source };
     let listener = TcpListener::bind(endpoint).await.map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
-    let task = tokio::spawn(accept_loop(listener, service, busy_json, limits, shutdown));
+    let task = tokio::spawn(accept_loop(listener, service, busy_json, limits, tls, shutdown));
     Ok((addr, task))
 }
 
@@ -91,6 +94,7 @@ async fn accept_loop<S: HttpService>(
     service: S,
     busy_json: &'static str,
     limits: ConnectionLimits,
+    tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -127,7 +131,11 @@ async fn accept_loop<S: HttpService>(
                     }
                 };
                 let Some(conn) = open.admit() else {
-                    refuse(stream, &refusal);
+                    // On a TLS port a plain answer would not be read: the client sees the
+                    // connection close, and retries.
+                    if tls.is_none() {
+                        refuse(stream, &refusal);
+                    }
                     continue;
                 };
                 // Answers are small and written at once; waiting for Nagle only adds latency.
@@ -138,33 +146,29 @@ async fn accept_loop<S: HttpService>(
                 // (hyper asks one at a time): no copy of every layer per request.
                 let service = RefCell::new(service.clone());
                 let in_request = conn.clone();
-                let http_conn = http.serve_connection(
-                    TokioIo::new(stream),
-                    service_fn(move |req| {
-                        let busy = in_request.busy();
-                        let answer = call(&service, req);
-                        async move {
-                            let answer = answer.await;
-                            drop(busy);
-                            answer
-                        }
-                    }),
-                );
-                let shutdown = shutdown.clone();
-                let open = open.clone();
+                let per_request = service_fn(move |req| {
+                    let busy = in_request.busy();
+                    let answer = call(&service, req);
+                    async move {
+                        let answer = answer.await;
+                        drop(busy);
+                        answer
+                    }
+                });
+                let (http, tls, shutdown, open) = (http.clone(), tls.clone(), shutdown.clone(), open.clone());
                 connections.spawn(async move {
                     // The connection (and its socket) is dropped at the end of this block.
-                    let result = {
-                        tokio::pin!(http_conn);
-                        tokio::select! {
-                            r = http_conn.as_mut() => r,
-                            () = shutdown.cancelled() => {
-                                http_conn.as_mut().graceful_shutdown();
-                                http_conn.await
+                    let result = match tls {
+                        None => drive(http.serve_connection(TokioIo::new(stream), per_request), &conn, &shutdown).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                drive(http.serve_connection(TokioIo::new(stream), per_request), &conn, &shutdown).await
                             }
-                            // Made room for a newer connection while waiting for a request.
-                            () = conn.evicted.cancelled() => Ok(()),
-                        }
+                            Err(e) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                Ok(())
+                            }
+                        },
                     };
                     open.close(&conn);
                     if let Err(e) = result {
@@ -176,6 +180,29 @@ async fn accept_loop<S: HttpService>(
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// Serves one connection until it ends, gencol shuts down (requests in flight finish), or
+/// its place is given to a newer connection while it waits for a request.
+async fn drive<I, S>(
+    http_conn: hyper::server::conn::http1::Connection<I, S>,
+    conn: &Connection,
+    shutdown: &CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::pin!(http_conn);
+    tokio::select! {
+        r = http_conn.as_mut() => r,
+        () = shutdown.cancelled() => {
+            http_conn.as_mut().graceful_shutdown();
+            http_conn.await
+        }
+        () = conn.evicted.cancelled() => Ok(()),
+    }
 }
 
 /// Calls the connection's copy of the stack when it is ready at once (every layer is
@@ -307,7 +334,7 @@ fn busy_answer(json: &str) -> Vec<u8> {
 /// Answers 503 and closes, without waiting for anything: a fresh socket's send buffer
 /// takes the few bytes at once, and what the client already sent is read (as far as it
 /// has arrived) so that closing does not reset the connection before the answer is read.
-fn refuse(stream: TcpStream, answer: &[u8]) {
+pub(crate) fn refuse(stream: TcpStream, answer: &[u8]) {
     let _ = stream.try_write(answer);
     let mut sink = [0u8; 4096];
     for _ in 0..16 {

@@ -29,6 +29,18 @@ pub(crate) enum Compression {
 }
 
 impl Compression {
+    /// A gRPC message's `grpc-encoding`: `None` for one gencol does not take (tonic then
+    /// answers `UNIMPLEMENTED`, naming it).
+    pub(crate) fn from_grpc_encoding(name: &str) -> Option<Compression> {
+        match name.trim() {
+            "" | "identity" => Some(Compression::None),
+            "gzip" => Some(Compression::Gzip),
+            "deflate" => Some(Compression::Deflate),
+            "zstd" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Compression::None => "identity",
@@ -127,7 +139,12 @@ where
 
 /// Decompresses `compressed`, stopping one byte past `limit` and paying for the output as
 /// it grows (and, for zstd, for its window).
-fn expand(compression: Compression, compressed: &[u8], limit: usize, charge: &mut Charge) -> Result<Bytes, BodyError> {
+pub(crate) fn expand(
+    compression: Compression,
+    compressed: &[u8],
+    limit: usize,
+    charge: &mut Charge,
+) -> Result<Bytes, BodyError> {
     let corrupt = |source| BodyError::Corrupt { encoding: compression.name(), source };
     match compression {
         Compression::None => Ok(Bytes::copy_from_slice(compressed)),

@@ -37,11 +37,11 @@ use tower::{Service, ServiceBuilder};
 
 pub(crate) use answer::{AnswerLayer, Dialect, Refusal};
 pub(crate) use auth::{AuthLayer, BearerAuth};
-pub(crate) use connections::{ConnectionLimits, HttpService, serve};
+pub(crate) use connections::{ConnectionLimits, HttpService, refuse, serve};
 pub(crate) use content::{ContentLayer, media_type};
-pub(crate) use decompress::DecompressLayer;
+pub(crate) use decompress::{Compression, DecompressLayer, expand};
 pub(crate) use read::{BodyLimits, ReadLayer};
-pub(crate) use reserve::{ReserveLayer, Reserved};
+pub(crate) use reserve::{ReserveLayer, Reserved, reserve};
 pub(crate) use route::RouteLayer;
 
 /// What every answer carries: small, fully built bodies.
@@ -69,6 +69,8 @@ pub enum ReceiverError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot serve TLS on {endpoint}: {message}")]
+    Tls { endpoint: String, message: String },
 }
 
 /// What one receiver's stack is made from, besides its handler.

@@ -23,6 +23,15 @@ pub(crate) struct Reserved {
     pub reservation: Reservation,
 }
 
+/// Room for `bytes` in every pipeline of `consumer`, waiting at most `patience`; the
+/// refusal is a 503 (gRPC: `UNAVAILABLE`), which senders retry.
+pub(crate) async fn reserve(consumer: &Consumer, bytes: usize, patience: Duration) -> Result<Reservation, Refusal> {
+    consumer.reserve(bytes, patience).await.map_err(|full| {
+        tracing::debug!(pipeline = %full.pipeline, "pipeline full: answering 503");
+        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "pipeline full, retry")
+    })
+}
+
 #[derive(Clone)]
 pub(crate) struct ReserveLayer {
     consumer: Consumer,
@@ -70,10 +79,7 @@ where
         let (consumer, patience) = (self.consumer.clone(), self.patience);
         Box::pin(async move {
             let (parts, Received { bytes, charge }) = req.into_parts();
-            let reservation = consumer.reserve(bytes.len(), patience).await.map_err(|full| {
-                tracing::debug!(pipeline = %full.pipeline, "pipeline full: answering 503");
-                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "pipeline full, retry")
-            })?;
+            let reservation = reserve(&consumer, bytes.len(), patience).await?;
             inner.call(Request::from_parts(parts, Reserved { bytes, charge, reservation })).await
         })
     }

@@ -129,7 +129,18 @@ impl Handler {
     async fn answer(&self, req: Request<Reserved>) -> Result<Response<Body>, Refusal> {
         // ContentLayer refused any other media type.
         let encoding = OtlpDialect.context(req.headers());
-        let Reserved { bytes: body, charge, reservation } = req.into_body();
+        let rejected = self.accept(encoding, req.into_body()).await?;
+        Ok(success_answer(encoding, rejected))
+    }
+
+    /// Decodes a request with room reserved for it, hands on its spans, and counts them;
+    /// returns what was left out as undeliverable. Shared by OTLP/HTTP and OTLP/gRPC.
+    pub(crate) async fn accept(
+        &self,
+        encoding: Encoding,
+        reserved: Reserved,
+    ) -> Result<Option<ExportTracePartialSuccess>, Refusal> {
+        let Reserved { bytes: body, charge, reservation } = reserved;
         let mut meter = Meter::new(charge, self.max_spans, "spans", "max_spans_per_request");
         let (decoded, meter) = if body.len() <= INLINE_DECODE_LIMIT {
             (decode(&body, encoding, &mut meter), meter)
@@ -154,7 +165,7 @@ impl Handler {
         }
         self.consumer.stats().accepted(accepted);
         self.consumer.stats().refused(RefusedReason::Invalid, invalid);
-        Ok(success_answer(encoding, rejected))
+        Ok(rejected)
     }
 }
 
@@ -359,7 +370,7 @@ fn status_answer(encoding: Encoding, refusal: Refusal) -> Response<Body> {
 }
 
 /// The gRPC status code that means the same as an HTTP status.
-fn grpc_code(status: StatusCode) -> i32 {
+pub(crate) fn grpc_code(status: StatusCode) -> i32 {
     match status {
         StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => 3, // INVALID_ARGUMENT
         StatusCode::REQUEST_TIMEOUT => 4,                                  // DEADLINE_EXCEEDED

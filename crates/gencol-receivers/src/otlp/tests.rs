@@ -37,10 +37,13 @@ async fn start_with_memory(
     memory: MemoryBudget,
 ) -> (SocketAddr, mpsc::Receiver<PipelineMessage>) {
     let settings = OtlpReceiverSettings { endpoint: "127.0.0.1:0".into(), ..settings };
-    let config = OtlpReceiverConfig { id: "otlp/test".into(), checked: settings.check().expect("valid settings") };
+    let config = OtlpReceiverConfig {
+        id: "otlp/test".into(),
+        checked: settings.check(std::path::Path::new(".")).expect("valid settings"),
+    };
     let (consumer, rx) = pipeline(capacity);
     // Dropped tokens never cancel: the server lives as long as the test's runtime.
-    let (addr, _task) = config.bind(consumer, memory, CancellationToken::new()).await.expect("bind");
+    let (addr, _, _task) = config.bind(consumer, memory, CancellationToken::new()).await.expect("bind");
     (addr, rx)
 }
 
@@ -48,7 +51,7 @@ async fn start() -> (SocketAddr, mpsc::Receiver<PipelineMessage>) {
     start_with(OtlpReceiverSettings::default(), 16).await
 }
 
-fn span(n: u8) -> Span {
+pub(super) fn span(n: u8) -> Span {
     Span {
         trace_id: vec![n; 16],
         span_id: vec![n; 8],
@@ -67,7 +70,7 @@ fn span(n: u8) -> Span {
     }
 }
 
-fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+pub(super) fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
@@ -88,7 +91,7 @@ fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     }
 }
 
-fn received(rx: &mut mpsc::Receiver<PipelineMessage>) -> Vec<SpanItem> {
+pub(super) fn received(rx: &mut mpsc::Receiver<PipelineMessage>) -> Vec<SpanItem> {
     drain(rx).into_iter().flat_map(|m| m.items).collect()
 }
 
@@ -362,6 +365,8 @@ fn settings_defaults() {
     assert_eq!(d.endpoint, "127.0.0.1:4318");
     assert_eq!(d.max_request_body_size, ByteSize(10 * 1024 * 1024));
     assert_eq!(d.max_spans_per_request, 20_000);
-    let e = OtlpReceiverSettings { max_spans_per_request: 0, ..Default::default() }.check().expect_err("zero");
+    let e = OtlpReceiverSettings { max_spans_per_request: 0, ..Default::default() }
+        .check(std::path::Path::new("."))
+        .expect_err("zero");
     assert_eq!(e.key, "max_spans_per_request");
 }

@@ -173,6 +173,13 @@ impl Gencol {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
+    /// Waits until `port` (another listener of this gencol, say a gRPC port) accepts.
+    pub fn wait_port(&mut self, port: u16) {
+        if let Err(e) = self.wait_listening(port) {
+            panic!("{e}");
+        }
+    }
+
     fn wait_listening(&mut self, port: u16) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -527,4 +534,79 @@ impl PortSink {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// A certificate authority made for one test (rcgen), and the certificates it signs.
+pub struct TestCa {
+    /// The CA's certificate, what a peer trusts.
+    pub pem: String,
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("CA certificate");
+        TestCa { pem: cert.pem(), params, key }
+    }
+
+    /// A server certificate for 127.0.0.1 and localhost.
+    pub fn server(&self) -> gencol_testkit::TlsIdentity {
+        self.issue(vec!["127.0.0.1".to_owned(), "localhost".to_owned()], rcgen::ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate (mTLS).
+    pub fn client(&self) -> gencol_testkit::TlsIdentity {
+        self.issue(vec!["gateway".to_owned()], rcgen::ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue(&self, names: Vec<String>, usage: rcgen::ExtendedKeyUsagePurpose) -> gencol_testkit::TlsIdentity {
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &issuer).expect("certificate");
+        gencol_testkit::TlsIdentity { cert_chain_pem: cert.pem(), key_pem: key.serialize_pem() }
+    }
+
+    /// Writes the CA and `identity` into `dir` as `NAME-ca.pem`, `NAME.crt`, `NAME.key`;
+    /// returns the three paths as YAML-ready strings.
+    pub fn write(&self, dir: &Path, name: &str, identity: &gencol_testkit::TlsIdentity) -> (String, String, String) {
+        let path = |file: String| dir.join(file).display().to_string();
+        let (ca, cert, key) =
+            (path(format!("{name}-ca.pem")), path(format!("{name}.crt")), path(format!("{name}.key")));
+        std::fs::write(&ca, &self.pem).expect("write CA");
+        std::fs::write(&cert, &identity.cert_chain_pem).expect("write certificate");
+        std::fs::write(&key, &identity.key_pem).expect("write key");
+        (ca, cert, key)
+    }
+}
+
+/// The Python of the tests' virtual environment (`target/test-venv`, with the packages of
+/// `crates/gencol/tests/python/requirements.txt`), made (or brought up to date) by
+/// `scripts/test-venv.sh`, which `.ci/run` runs before the tests.
+pub fn test_python() -> PathBuf {
+    let root = repo_root();
+    // Quick when the environment is there and up to date.
+    let status =
+        Command::new("bash").arg(root.join("scripts/test-venv.sh")).status().expect("run scripts/test-venv.sh");
+    assert!(status.success(), "scripts/test-venv.sh failed: it needs python3 with venv and pip, and PyPI");
+    root.join("target/test-venv/bin/python")
+}
+
+/// Runs `gencol test-connection --config FILE` (off the async runtime) and expects it to
+/// fail for `exporter`: returns that exporter's `FAILED` line.
+pub async fn failed_connection_test(config: PathBuf, exporter: &str) -> String {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(gencol_bin()).arg("test-connection").arg("--config").arg(&config).output().expect("run gencol")
+    })
+    .await
+    .expect("test-connection ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{stdout}");
+    let prefix = format!("{exporter}: FAILED");
+    stdout.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no `{prefix}` in:\n{stdout}")).to_owned()
 }
