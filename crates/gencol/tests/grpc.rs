@@ -289,3 +289,53 @@ service:\n  pipelines:\n    traces: {{receivers: [generations], exporters: [otlp
     assert!(!line.contains(TOKEN));
     assert!(sink.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_tls_certificates_are_replaced_without_a_restart() {
+    let (old_ca, new_ca) = (TestCa::new(), TestCa::new());
+    let certs = tempfile::tempdir().unwrap();
+    let (_, cert, key) = old_ca.write(certs.path(), "server", &old_ca.server());
+    let sink = OtlpSink::start().await.unwrap();
+    let tls = format!("    tls: {{cert_file: \"{cert}\", key_file: \"{key}\"}}\n");
+    let mut tier2 = Gencol::start(&receiver_config(&sink.url(), &tls, ""));
+    let pid = tier2.pid();
+    // A sender that trusts only the new CA: refused until the files are replaced.
+    let (new_ca_file, _, _) = new_ca.write(certs.path(), "new", &new_ca.client());
+    let path = certs.path().join("tier1.yaml");
+    std::fs::write(
+        &path,
+        [
+            format!("receivers:\n  generations: {{endpoint: 127.0.0.1:{}}}\n", free_port()),
+            "exporters:\n  otlp/tier2:\n    protocol: grpc\n".to_owned(),
+            format!("    endpoint: https://localhost:{}\n", tier2.generations_port),
+            format!("    headers: {{authorization: \"Bearer {TOKEN}\"}}\n    tls: {{ca_file: \"{new_ca_file}\"}}\n"),
+            "service:\n  pipelines:\n    traces: {receivers: [generations], exporters: [otlp/tier2]}\n".to_owned(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let line = failed_connection_test(path.clone(), "otlp/tier2").await;
+    assert!(line.to_lowercase().contains("certificate"), "{line}");
+
+    let replacement = new_ca.server();
+    std::fs::write(&cert, &replacement.cert_chain_pem).unwrap();
+    std::fs::write(&key, &replacement.key_pem).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (code, stdout) = connection_test(path.clone()).await;
+        if code == Some(0) {
+            assert!(stdout.contains("otlp/tier2: ok"), "{stdout}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not picked up:\n{stdout}\n{}",
+            tier2.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(tier2.pid(), pid);
+    assert!(tier2.is_running());
+    // The connection test's span reached the sink through the renewed port.
+    assert_eq!(sink.wait_for_spans(1, Duration::from_secs(10)).await.len(), 1);
+}

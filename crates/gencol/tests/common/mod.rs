@@ -597,16 +597,20 @@ pub fn test_python() -> PathBuf {
     root.join("target/test-venv/bin/python")
 }
 
-/// Runs `gencol test-connection --config FILE` (off the async runtime) and expects it to
-/// fail for `exporter`: returns that exporter's `FAILED` line.
-pub async fn failed_connection_test(config: PathBuf, exporter: &str) -> String {
+/// Runs `gencol test-connection --config FILE` off the async runtime: its exit code and stdout.
+pub async fn connection_test(config: PathBuf) -> (Option<i32>, String) {
     let out = tokio::task::spawn_blocking(move || {
         Command::new(gencol_bin()).arg("test-connection").arg("--config").arg(&config).output().expect("run gencol")
     })
     .await
     .expect("test-connection ran");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_ne!(out.status.code(), Some(0), "{stdout}");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// [`connection_test`], expected to fail for `exporter`: returns that exporter's `FAILED` line.
+pub async fn failed_connection_test(config: PathBuf, exporter: &str) -> String {
+    let (code, stdout) = connection_test(config).await;
+    assert_ne!(code, Some(0), "{stdout}");
     let prefix = format!("{exporter}: FAILED");
     stdout.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no `{prefix}` in:\n{stdout}")).to_owned()
 }
