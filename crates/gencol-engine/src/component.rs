@@ -86,6 +86,10 @@ pub trait ProcessorFactory: Send + Sync + 'static {
 pub trait ProcessorConfig: Send + Sync {
     /// Makes the instance for one pipeline (opening its state on disk, if it keeps any).
     fn build(&self, ctx: &ProcessorContext) -> Result<Box<dyn Processor>, String>;
+    /// What its instances' [`Processor::releases_after`] will be.
+    fn releases_after(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// What a processor instance is built for.
@@ -118,6 +122,10 @@ pub trait Processor: Send {
     /// to be on disk: keep a clone of every ack until what `process` recorded for the
     /// group is durable.
     fn hold_until_durable(&mut self, _acks: &[AckToken]) {}
+    /// Drops what it holds of these traces without releasing it: their records went to
+    /// another gencol (the `nats` receiver lost their partition), which gets them all
+    /// again and makes what they need there.
+    fn give_up(&mut self, _trace_ids: &[Vec<u8>]) {}
     /// Called after the pipeline handed everything this processor released so far to the
     /// exporters. `true` asks for `durable(epoch)` once all of it is fsynced in every
     /// disk queue of the pipeline.
@@ -160,6 +168,13 @@ pub trait ExporterConfig: Send + Sync {
     }
     /// Creates the exporter (HTTP clients etc.). Called once per exporter id.
     fn build(&self, id: &ComponentId) -> Result<Arc<dyn Exporter>, String>;
+    /// Whether its destination's acceptance is what a 202 promises: with a memory queue,
+    /// receivers answer only once `export` succeeded for their spans (the `nats`
+    /// exporter: JetStream acknowledged the publish). A disk queue answers at its fsync,
+    /// as for every exporter.
+    fn confirms_delivery(&self) -> bool {
+        false
+    }
 }
 
 /// Sends batches to one destination. The engine wraps every exporter the same way (a

@@ -26,6 +26,9 @@ pub struct PipelineMessage {
     pub ack: Option<AckToken>,
     /// This batch's share of the pipeline's budget, given back when it is dropped.
     pub budget: Option<OwnedSemaphorePermit>,
+    /// Traces whose held state the processors drop ([`crate::Processor::give_up`]),
+    /// before the batch's items are processed.
+    pub give_up: Vec<Vec<u8>>,
 }
 
 /// Shared by the copies of one batch (one per pipeline, one per disk queue waiting for
@@ -99,14 +102,34 @@ pub struct PipelineInput {
     budget: Arc<Semaphore>,
     /// Some exporter of the pipeline has a disk queue: receivers wait for the fsync.
     durable: bool,
+    /// The longest a processor of the pipeline holds a span back (`hierarchy`'s window).
+    hold: Option<Duration>,
 }
 
 impl PipelineInput {
     pub fn new(name: impl Into<String>, tx: mpsc::Sender<PipelineMessage>) -> Self {
-        PipelineInput { name: name.into(), tx, budget: Arc::new(Semaphore::new(PIPELINE_BUDGET_BYTES)), durable: false }
+        PipelineInput {
+            name: name.into(),
+            tx,
+            budget: Arc::new(Semaphore::new(PIPELINE_BUDGET_BYTES)),
+            durable: false,
+            hold: None,
+        }
+    }
+
+    /// The longest a processor of this pipeline holds spans back after the last of a
+    /// group arrived ([`crate::ProcessorConfig::releases_after`]).
+    pub fn holding(mut self, hold: Option<Duration>) -> Self {
+        self.hold = hold;
+        self
     }
 
     /// Receivers feeding this pipeline answer only once its disk queues hold their batch.
+    /// Whether receivers wait for the batch to be kept (see [`PipelineInput::durable`]).
+    pub fn is_durable(&self) -> bool {
+        self.durable
+    }
+
     pub fn durable(mut self, durable: bool) -> Self {
         self.durable = durable;
         self
@@ -138,6 +161,28 @@ impl Consumer {
     pub fn with_stats(mut self, stats: Arc<ReceiverStats>) -> Self {
         self.stats = stats;
         self
+    }
+
+    /// The longest a processor of these pipelines holds spans back after the last of a
+    /// group arrived: a receiver that acknowledges its source only once everything made
+    /// from a message is out (`nats`) waits this long after a trace's last record.
+    pub fn hold(&self) -> Option<Duration> {
+        self.pipelines.load().iter().filter_map(|p| p.hold).max()
+    }
+
+    /// Tells every pipeline's processors to drop what they hold of `trace_ids` without
+    /// releasing it ([`crate::Processor::give_up`]): their records are another gencol's
+    /// now. Waits for room in each pipeline.
+    pub async fn give_up(&self, trace_ids: Vec<Vec<u8>>) {
+        if trace_ids.is_empty() {
+            return;
+        }
+        for p in self.pipelines.load().iter() {
+            let message = PipelineMessage { items: Vec::new(), ack: None, budget: None, give_up: trace_ids.clone() };
+            if p.tx.send(message).await.is_err() {
+                tracing::debug!(pipeline = %p.name, "pipeline stopped; nothing to give up");
+            }
+        }
     }
 
     /// Where the receiver counts what it accepted and refused, where it decides the answer.
@@ -218,9 +263,19 @@ impl Reservation {
         let mut items = Some(items);
         for (i, (slot, budget)) in self.reserved.into_iter().enumerate() {
             let batch = if i == last { items.take().unwrap_or_default() } else { items.clone().unwrap_or_default() };
-            slot.send(PipelineMessage { items: batch, ack: ack.clone(), budget: Some(budget) });
+            slot.send(PipelineMessage { items: batch, ack: ack.clone(), budget: Some(budget), give_up: Vec::new() });
         }
         wait
+    }
+}
+
+impl Reservation {
+    /// [`Reservation::send`], with a wait that completes once every exporter of every
+    /// pipeline holds the batch in its queue (memory or disk) even when no receiver needs
+    /// it for its answer: for a receiver that acknowledges its source (`nats`) only then.
+    pub fn send_confirmed(mut self, items: Vec<SpanItem>) -> AckWait {
+        self.durable = true;
+        self.send(items).unwrap_or_else(|| AckToken::new().1)
     }
 }
 

@@ -39,7 +39,10 @@ pub(crate) async fn run_pipeline(
                     break;
                 }
                 let mut acks = Vec::new();
-                for PipelineMessage { mut items, ack, budget } in messages.drain(..) {
+                for PipelineMessage { mut items, ack, budget, give_up } in messages.drain(..) {
+                    if !give_up.is_empty() {
+                        processors.iter_mut().for_each(|p| p.give_up(&give_up));
+                    }
                     if let Some(ack) = &ack
                         && let Some(reason) = refused_by_a_disk_queue(&exporters, &items)
                     {

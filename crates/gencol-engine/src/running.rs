@@ -238,6 +238,7 @@ impl RunningService {
                 } else {
                     let (queue, stats) = (old.task.queue.clone(), old.task.stats.clone());
                     ExporterHandle::new(id.to_string(), queue, privacy, route, stats)
+                        .confirming(plan.config.confirms_delivery())
                 };
                 changes.insert(id.clone(), ExporterChange::Handover { exporter, handle });
                 continue;
@@ -262,7 +263,8 @@ impl RunningService {
             };
             // Counters go on across reloads: the same id keeps its statistics.
             let stats = old.map(|o| o.task.stats.clone()).unwrap_or_default();
-            let handle = ExporterHandle::new(id.to_string(), Arc::new(queue), privacy, route, stats);
+            let handle = ExporterHandle::new(id.to_string(), Arc::new(queue), privacy, route, stats)
+                .confirming(plan.config.confirms_delivery());
             changes.insert(id.clone(), ExporterChange::New { exporter, handle, dir });
         }
 
@@ -272,12 +274,15 @@ impl RunningService {
             let handles: Vec<ExporterHandle> =
                 p.exporters.iter().map(|id| changes[id].handle(self.exporters.get(id)).clone()).collect();
             let durable = handles.iter().any(ExporterHandle::is_durable);
+            // Receivers wait for the disk queues' fsync, or for destinations that confirm.
+            let holds_receivers = handles.iter().any(ExporterHandle::holds_receivers);
             let processors: Vec<(ComponentId, Node)> =
                 p.processors.iter().map(|id| (id.clone(), new.written("processor", id).clone())).collect();
             let old = self.pipelines.get(&p.name);
             let unchanged = old.is_some_and(|o| {
                 o.exporters == p.exporters
                     && o.durable == durable
+                    && o.input.is_durable() == holds_receivers
                     && o.data_dir == new.data_dir
                     && o.processors.len() == processors.len()
                     && o.processors.iter().zip(&processors).all(|(a, b)| a.0 == b.0 && a.1.same_value(&b.1))
@@ -317,7 +322,8 @@ impl RunningService {
                 ProcessorsFor::Built(built)
             };
             let (tx, rx) = mpsc::channel(PIPELINE_CAPACITY);
-            let input = PipelineInput::new(p.name.clone(), tx).durable(durable);
+            let hold = p.processors.iter().filter_map(|id| new.processors[id].releases_after()).max();
+            let input = PipelineInput::new(p.name.clone(), tx).durable(holds_receivers).holding(hold);
             pipeline_changes.push((handles, PipelineChange::Build { input, rx, processors }));
         }
         let inputs_of = |pipeline: usize, changes: &[(Vec<ExporterHandle>, PipelineChange)]| match &changes[pipeline].1

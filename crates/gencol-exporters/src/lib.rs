@@ -7,6 +7,7 @@
 
 mod debug;
 mod http;
+mod nats;
 mod otlp;
 mod raindrop;
 mod ramp;
@@ -24,6 +25,7 @@ pub fn factories() -> Vec<Arc<dyn ExporterFactory>> {
         Arc::new(ramp::RampExporterFactory),
         Arc::new(raindrop::RaindropExporterFactory),
         Arc::new(debug::DebugExporterFactory),
+        Arc::new(nats::NatsExporterFactory),
     ]
 }
 

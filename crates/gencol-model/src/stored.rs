@@ -95,11 +95,20 @@ pub enum StoredError {
 /// of content each) are encoded from where they are instead of being cloned into a
 /// `StoredItem` first; the bytes are what `StoredBatch` would encode.
 pub fn encode_batch(items: &[SpanItem], out: &mut Vec<u8>) {
+    encode_items(items.iter(), out);
+}
+
+/// [`encode_batch`] for items that are not side by side (a batch's spans of one partition,
+/// say); the bytes are the same as for a slice of them.
+pub fn encode_items<'a, I>(items: I, out: &mut Vec<u8>)
+where
+    I: Iterator<Item = &'a SpanItem> + Clone,
+{
     use prost::encoding::{WireType, encode_key, encode_varint, message, uint32};
 
     let mut origins: Vec<&Arc<Origin>> = Vec::new();
-    let mut indexes = Vec::with_capacity(items.len());
-    for item in items {
+    let mut indexes = Vec::with_capacity(items.size_hint().0);
+    for item in items.clone() {
         // Batches hold one or a few origins: a linear search by pointer is the cheap way.
         let index = match origins.iter().position(|o| Arc::ptr_eq(o, &item.origin)) {
             Some(i) => i,
@@ -120,7 +129,7 @@ pub fn encode_batch(items: &[SpanItem], out: &mut Vec<u8>) {
         };
         message::encode(2, &origin, out);
     }
-    for (item, index) in items.iter().zip(indexes) {
+    for (item, index) in items.zip(indexes) {
         let generation = item.generation.as_deref().map(store_generation);
         let len = if index == 0 { 0 } else { uint32::encoded_len(1, &index) }
             + message::encoded_len(2, &item.span)

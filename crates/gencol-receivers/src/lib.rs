@@ -11,6 +11,7 @@
 mod generations;
 mod grpc;
 mod http;
+mod nats;
 mod otlp;
 mod settings;
 mod tls;
@@ -21,6 +22,7 @@ use gencol_engine::ReceiverFactory;
 
 pub use generations::GenerationsReceiverFactory;
 pub use http::ReceiverError;
+pub use nats::NatsReceiverFactory;
 pub use otlp::OtlpReceiverFactory;
 
 /// The reason a refusal is counted under (`gencol_receiver_refused_records_total`), from
@@ -40,7 +42,7 @@ pub(crate) fn refused_reason(status: ::http::StatusCode) -> Option<gencol_engine
 
 /// The built-in receiver factories, for the engine's registry.
 pub fn factories() -> Vec<Arc<dyn ReceiverFactory>> {
-    vec![Arc::new(GenerationsReceiverFactory), Arc::new(OtlpReceiverFactory)]
+    vec![Arc::new(GenerationsReceiverFactory), Arc::new(OtlpReceiverFactory), Arc::new(NatsReceiverFactory)]
 }
 
 #[cfg(test)]
@@ -74,7 +76,7 @@ mod tests {
     fn factories_decode_located_settings() {
         let all = factories();
         let kinds: Vec<&str> = all.iter().map(|f| f.kind()).collect();
-        assert_eq!(kinds, ["generations", "otlp"]);
+        assert_eq!(kinds, ["generations", "otlp", "nats"]);
         let (generations, otlp) = (&all[0], &all[1]);
 
         // `generations:` with nothing after it: every default.

@@ -158,7 +158,7 @@ impl DiskQueue {
         }
         let mut guard = lock(&self.reading);
         let r = &mut *guard;
-        let mut taken = Taken { items: Vec::new(), bytes: 0, seqs: Vec::new() };
+        let mut taken = Taken { items: Vec::new(), bytes: 0, seqs: Vec::new(), acks: Vec::new() };
         loop {
             let (seq, items, bytes) = match r.peeked.take() {
                 Some(peeked) => peeked,

@@ -9,9 +9,17 @@ use prost::Message;
 use tokio::sync::Notify;
 
 use super::{BatchLimit, QueueSettings, WhenFull, take_or_wait};
+use crate::consumer::AckToken;
+
+/// One pushed batch: its spans, their encoded bytes, and the receiver's ack when it waits
+/// for this exporter's destination to confirm the batch (`confirms_delivery`).
+type Job = (Vec<SpanItem>, usize, Option<AckToken>);
+
+/// Spans taken for one send, their bytes, and the acks of the batches they came from.
+pub(crate) type TakenJob = (Vec<SpanItem>, usize, Vec<AckToken>);
 
 struct QueueState {
-    jobs: VecDeque<(Vec<SpanItem>, usize)>,
+    jobs: VecDeque<Job>,
     items: usize,
     bytes: usize,
     closed: bool,
@@ -46,7 +54,8 @@ impl MemoryQueue {
     }
 
     /// Adds a batch; false when it was refused (full with `drop_newest`, or closed).
-    pub(crate) async fn push(&self, items: Vec<SpanItem>) -> bool {
+    /// `ack` goes with its spans until they are sent (or given up on).
+    pub(crate) async fn push(&self, items: Vec<SpanItem>, ack: Option<AckToken>) -> bool {
         let bytes: usize = items.iter().map(|i| i.span.encoded_len()).sum();
         let mut items = Some(items);
         loop {
@@ -64,7 +73,7 @@ impl MemoryQueue {
                     let items = items.take().unwrap_or_default();
                     s.items += items.len();
                     s.bytes += bytes;
-                    s.jobs.push_back((items, bytes));
+                    s.jobs.push_back((items, bytes, ack));
                     drop(s);
                     self.not_empty.notify_one();
                     return true;
@@ -78,41 +87,45 @@ impl MemoryQueue {
     }
 
     /// Takes a batch within `limit`; waits while empty; `None` once closed and drained.
-    pub(crate) async fn pop(&self, limit: BatchLimit) -> Option<(Vec<SpanItem>, usize)> {
+    pub(crate) async fn pop(&self, limit: BatchLimit) -> Option<TakenJob> {
         take_or_wait(&self.not_empty, || self.take(limit), || self.is_closed()).await
     }
 
     /// Takes queued spans within `limit` (at least one span when any is queued and the
     /// limit is not used up), with their byte count, without waiting.
-    pub(crate) fn take(&self, limit: BatchLimit) -> Option<(Vec<SpanItem>, usize)> {
+    pub(crate) fn take(&self, limit: BatchLimit) -> Option<TakenJob> {
         if limit.spans == 0 || limit.bytes == 0 {
             return None;
         }
         let mut s = self.lock();
-        let (mut first, first_bytes) = s.jobs.pop_front()?;
+        let (mut first, first_bytes, ack) = s.jobs.pop_front()?;
+        let mut acks: Vec<AckToken> = Vec::new();
         let mut bytes = first_bytes;
-        // A job over the limit is split; its bytes are shared out by span count.
+        // A job over the limit is split; its bytes are shared out by span count, and its
+        // ack goes with both parts (it completes when both are sent).
         let by_bytes = if first_bytes > limit.bytes { first.len() * limit.bytes / first_bytes } else { first.len() };
         let keep = first.len().min(limit.spans).min(by_bytes).max(1);
         if first.len() > keep {
             let rest = first.split_off(keep);
             let rest_bytes = first_bytes.saturating_sub(first_bytes * keep / (keep + rest.len()));
             bytes = first_bytes - rest_bytes;
-            s.jobs.push_front((rest, rest_bytes));
+            s.jobs.push_front((rest, rest_bytes, ack.clone()));
         }
-        while let Some((next, next_bytes)) = s.jobs.front() {
+        acks.extend(ack);
+        while let Some((next, next_bytes, _)) = s.jobs.front() {
             if first.len() + next.len() > limit.spans || bytes + next_bytes > limit.bytes {
                 break;
             }
-            let (next, b) = s.jobs.pop_front().unwrap_or_default();
+            let (next, b, ack) = s.jobs.pop_front().unwrap_or_default();
             bytes += b;
             first.extend(next);
+            acks.extend(ack);
         }
         s.items -= first.len();
         s.bytes = s.bytes.saturating_sub(bytes);
         drop(s);
         self.not_full.notify_waiters();
-        Some((first, bytes))
+        Some((first, bytes, acks))
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -159,15 +172,15 @@ mod tests {
     async fn batches_stop_at_the_byte_limit_too() {
         let q = MemoryQueue::new(&QueueSettings::default());
         // 100-byte names: 102 encoded bytes a span.
-        q.push(named(10, &"x".repeat(100))).await;
-        let (batch, bytes) = q.pop(BatchLimit { spans: 100, bytes: 350 }).await.unwrap();
+        q.push(named(10, &"x".repeat(100)), None).await;
+        let (batch, bytes, _) = q.pop(BatchLimit { spans: 100, bytes: 350 }).await.unwrap();
         assert_eq!((batch.len(), bytes), (3, 306));
-        q.push(named(2, &"y".repeat(100))).await;
+        q.push(named(2, &"y".repeat(100)), None).await;
         // The 7 left of the first job (714 bytes) fit 800 bytes; the next job (204) would not.
-        let (batch, _) = q.pop(BatchLimit { spans: 100, bytes: 800 }).await.unwrap();
+        let (batch, _, _) = q.pop(BatchLimit { spans: 100, bytes: 800 }).await.unwrap();
         assert_eq!(batch.len(), 7);
         // A span larger than the whole limit still goes, alone.
-        let (batch, _) = q.pop(BatchLimit { spans: 100, bytes: 10 }).await.unwrap();
+        let (batch, _, _) = q.pop(BatchLimit { spans: 100, bytes: 10 }).await.unwrap();
         assert_eq!(batch.len(), 1);
         assert!(q.take(BatchLimit { spans: 0, bytes: 10 }).is_none());
     }
@@ -176,17 +189,17 @@ mod tests {
     async fn drop_newest_refuses_when_full_and_block_waits() {
         let q =
             MemoryQueue::new(&QueueSettings { max_items: 3, when_full: WhenFull::DropNewest, ..Default::default() });
-        assert!(q.push(items(2)).await);
-        assert!(!q.push(items(2)).await);
+        assert!(q.push(items(2), None).await);
+        assert!(!q.push(items(2), None).await);
         assert_eq!(q.len(), 2);
         let q = Arc::new(MemoryQueue::new(&QueueSettings {
             max_items: 3,
             when_full: WhenFull::Block,
             ..Default::default()
         }));
-        assert!(q.push(items(2)).await);
+        assert!(q.push(items(2), None).await);
         let q2 = q.clone();
-        let pusher = tokio::spawn(async move { q2.push(items(2)).await });
+        let pusher = tokio::spawn(async move { q2.push(items(2), None).await });
         tokio::task::yield_now().await;
         assert!(!pusher.is_finished());
         assert_eq!(q.pop(spans(10)).await.unwrap().0.len(), 2);
@@ -197,13 +210,32 @@ mod tests {
     #[tokio::test]
     async fn pop_batches_and_splits() {
         let q = MemoryQueue::new(&QueueSettings::default());
-        q.push(items(3)).await;
-        q.push(items(4)).await;
-        q.push(items(10)).await;
+        q.push(items(3), None).await;
+        q.push(items(4), None).await;
+        q.push(items(10), None).await;
         assert_eq!(q.pop(spans(8)).await.unwrap().0.len(), 7);
         assert_eq!(q.pop(spans(8)).await.unwrap().0.len(), 8);
         assert_eq!(q.pop(spans(8)).await.unwrap().0.len(), 2);
         q.close();
         assert!(q.pop(spans(8)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_ack_goes_with_its_spans_and_completes_when_all_are_taken_and_dropped() {
+        let q = MemoryQueue::new(&QueueSettings::default());
+        let (ack, wait) = AckToken::new();
+        assert!(q.push(items(5), Some(ack)).await);
+        assert!(q.push(items(1), None).await);
+        let (first, _, first_acks) = q.pop(spans(3)).await.unwrap();
+        assert_eq!((first.len(), first_acks.len()), (3, 1));
+        let (second, _, second_acks) = q.pop(spans(10)).await.unwrap();
+        assert_eq!((second.len(), second_acks.len()), (3, 1), "the rest of the batch and the next one");
+        drop(first_acks);
+        let waiting = tokio::spawn(wait.wait(std::time::Duration::from_secs(5)));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "half the batch is still out");
+        second_acks[0].fail("destination refused");
+        drop(second_acks);
+        assert_eq!(waiting.await.unwrap(), Err("destination refused".to_owned()));
     }
 }

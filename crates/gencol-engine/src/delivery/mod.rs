@@ -334,11 +334,13 @@ pub(crate) enum Queue {
     Disk(Box<DiskQueue>),
 }
 
-/// Spans taken from a queue for one send; `seqs` are the disk records they came from.
+/// Spans taken from a queue for one send; `seqs` are the disk records they came from,
+/// `acks` the receivers waiting for this send (an exporter that `confirms_delivery`).
 pub(crate) struct Taken {
     items: Vec<SpanItem>,
     bytes: usize,
     seqs: Vec<u64>,
+    acks: Vec<AckToken>,
 }
 
 /// Why a queue did not take a batch.
@@ -355,14 +357,18 @@ pub(crate) enum Refused {
 impl Queue {
     async fn pop(&self, limit: BatchLimit) -> Option<Taken> {
         match self {
-            Queue::Memory(q) => q.pop(limit).await.map(|(items, bytes)| Taken { items, bytes, seqs: Vec::new() }),
+            Queue::Memory(q) => {
+                q.pop(limit).await.map(|(items, bytes, acks)| Taken { items, bytes, seqs: Vec::new(), acks })
+            }
             Queue::Disk(q) => q.pop(limit).await,
         }
     }
 
     fn take(&self, limit: BatchLimit) -> Option<Taken> {
         match self {
-            Queue::Memory(q) => q.take(limit).map(|(items, bytes)| Taken { items, bytes, seqs: Vec::new() }),
+            Queue::Memory(q) => {
+                q.take(limit).map(|(items, bytes, acks)| Taken { items, bytes, seqs: Vec::new(), acks })
+            }
             Queue::Disk(q) => q.take(limit),
         }
     }
@@ -410,10 +416,10 @@ impl Queue {
     /// is fsynced, and failed if it cannot be. A disk queue with `block` takes the batch
     /// even when full: the pipeline checked for room before it ran its processors, and
     /// what they release later (`hierarchy` roots) has no sender that could retry it.
-    async fn push(&self, items: Vec<SpanItem>) -> Result<(), Refused> {
+    async fn push(&self, items: Vec<SpanItem>, confirm: Option<&AckToken>) -> Result<(), Refused> {
         match self {
             Queue::Memory(q) => {
-                if q.push(items).await {
+                if q.push(items, confirm.cloned()).await {
                     Ok(())
                 } else if q.is_closed() {
                     Err(Refused::Closed)
@@ -503,6 +509,7 @@ pub(crate) async fn run_exporter(
                 taken.items.extend(more.items);
                 taken.bytes += more.bytes;
                 taken.seqs.extend(more.seqs);
+                taken.acks.extend(more.acks);
             }
         }
         // The future holds the send slot until the batch is settled.
@@ -521,6 +528,9 @@ pub(crate) struct ExporterHandle {
     /// Which spans this exporter gets (SPEC §11); `None`: all.
     pub route: Option<Arc<Route>>,
     pub stats: Arc<DeliveryStats>,
+    /// The receivers' 202 waits for the destination to confirm the spans
+    /// ([`crate::ExporterConfig::confirms_delivery`]) when the queue is in memory.
+    pub confirms_delivery: bool,
     last_warning: Arc<Mutex<Option<Instant>>>,
     /// When routing was last reported, and the totals then.
     last_route_report: Arc<Mutex<(Option<Instant>, [u64; 2])>>,
@@ -540,6 +550,7 @@ impl ExporterHandle {
             privacy_mode,
             route,
             stats,
+            confirms_delivery: false,
             last_warning: Arc::default(),
             last_route_report: Arc::default(),
         }
@@ -595,6 +606,18 @@ impl ExporterHandle {
         matches!(&*self.queue, Queue::Disk(_))
     }
 
+    /// Whether a receiver waits for this exporter before it answers 202: its disk queue's
+    /// fsync, or its destination's confirmation.
+    pub(crate) fn holds_receivers(&self) -> bool {
+        self.is_durable() || self.confirms_delivery
+    }
+
+    /// [`ExporterHandle::confirms_delivery`], for an exporter built from a config.
+    pub(crate) fn confirming(mut self, confirms: bool) -> Self {
+        self.confirms_delivery = confirms && !self.is_durable();
+        self
+    }
+
     /// Queues `items` for this exporter. With a disk queue, `ack` is held until they are
     /// fsynced (or failed when they cannot be kept, so the receiver answers 503).
     pub(crate) async fn deliver(&self, mut items: Vec<SpanItem>, ack: Option<&AckToken>) {
@@ -604,7 +627,10 @@ impl ExporterHandle {
             }
         }
         let n = items.len() as u64;
-        match self.queue.push(items).await {
+        // A receiver waiting on `ack` is answered once the destination confirmed these
+        // spans (the memory queue carries the ack to the send), when this exporter does so.
+        let confirm = if self.confirms_delivery { ack } else { None };
+        match self.queue.push(items, confirm).await {
             Ok(()) => {}
             Err(Refused::Dropped) => {
                 let total = self.stats.dropped(n, Lost::QueueFull);
@@ -735,7 +761,7 @@ mod tests {
         // Ten pushes of 10 spans, 100 ms apart: two batches go out at once, and what
         // arrives while both slots are busy waits and goes out together.
         for _ in 0..10 {
-            queue.push(spans(10, &[])).await.expect("queued");
+            queue.push(spans(10, &[]), None).await.expect("queued");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         queue.close();

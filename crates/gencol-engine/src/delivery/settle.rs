@@ -117,7 +117,10 @@ where
     async fn settle(&self, taken: Taken) {
         let SettleLayer { exporter: id, queue, stats, pause, stop } = &self.settings;
         let id = &**id;
-        let Taken { items, seqs, .. } = taken;
+        let Taken { items, seqs, acks, .. } = taken;
+        // Receivers waiting for this send (`confirms_delivery`) learn it failed, and answer
+        // 503 so the sender retries; when it succeeds the acks are simply let go.
+        let fail = |reason: &str| acks.iter().for_each(|a| a.fail(reason));
         let batch = Batch::new(items);
         let n = batch.len() as u64;
         let on_disk = matches!(**queue, Queue::Disk(_));
@@ -130,6 +133,7 @@ where
                 }
                 Outcome::Rejected => {
                     stats.failed(n, Lost::Permanent);
+                    fail("the destination rejected the spans");
                     queue.done(&seqs);
                     return;
                 }
@@ -139,6 +143,9 @@ where
                         // A memory-queued part that could not be settled (the destination
                         // went away meanwhile, or shutdown) is lost: counted with the refused.
                         stats.failed(isolated.unsettled, Lost::Exhausted);
+                        if isolated.unsettled > 0 {
+                            fail("the destination refused part of the spans");
+                        }
                         queue.done(&seqs);
                         return;
                     }
@@ -160,6 +167,7 @@ where
                 }
                 Outcome::GaveUp => {
                     stats.failed(n, Lost::Exhausted);
+                    fail("the destination did not take the spans in time");
                     return;
                 }
                 Outcome::Stopped if on_disk => {
@@ -172,6 +180,7 @@ where
                 }
                 Outcome::Stopped => {
                     stats.failed(n, Lost::Shutdown);
+                    fail("gencol is shutting down");
                     tracing::error!(
                         exporter = id,
                         spans = n,
@@ -304,7 +313,7 @@ mod tests {
     }
 
     fn taken(n: usize, bad: &[usize]) -> Taken {
-        Taken { items: spans(n, bad), bytes: 0, seqs: Vec::new() }
+        Taken { items: spans(n, bad), bytes: 0, seqs: Vec::new(), acks: Vec::new() }
     }
 
     #[tokio::test(start_paused = true)]

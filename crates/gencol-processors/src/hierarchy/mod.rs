@@ -46,4 +46,8 @@ impl ProcessorConfig for HierarchySettings {
         };
         Ok(Box::new(hierarchy.with_metrics(ctx.telemetry.held_traces())))
     }
+
+    fn releases_after(&self) -> Option<std::time::Duration> {
+        Some(self.group_window.0)
+    }
 }

@@ -384,6 +384,32 @@ impl SpanHierarchy {
 }
 
 impl Processor for SpanHierarchy {
+    /// Held traces given up are dropped (their root is made by the gencol that gets their
+    /// generations again), and forgotten, so that they are new here if they come back.
+    fn give_up(&mut self, trace_ids: &[Vec<u8>]) {
+        let mut dropped = 0;
+        for raw in trace_ids {
+            let Ok(trace_id) = TraceId::try_from(raw.as_slice()) else { continue };
+            if let Some(group) = self.held.remove(&trace_id) {
+                dropped += 1;
+                if let Some(due) = group.due {
+                    self.release_order.remove(&due);
+                }
+                if let Some(journal) = &mut self.journal {
+                    journal.released(&trace_id, self.clock.1, &[]);
+                }
+            }
+            if let Some(r) = self.remembered.remove(&trace_id) {
+                self.forget_order.remove(&r.until);
+            }
+        }
+        if dropped > 0 {
+            tracing::debug!(traces = dropped, "hierarchy: held traces given up to another instance");
+        }
+        self.write_journal();
+        self.update_gauge();
+    }
+
     /// A trace's shared spans go out `group_window` after its last generation joined.
     fn releases_after(&self) -> Option<Duration> {
         Some(self.group_window)

