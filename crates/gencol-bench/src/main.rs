@@ -12,6 +12,7 @@ mod null_server;
 mod payload;
 mod process;
 mod report;
+mod scale_out;
 mod scenario;
 mod sink;
 
@@ -44,6 +45,39 @@ enum Cmd {
         #[arg(long)]
         listen: String,
     },
+    /// Two tiers on NATS JetStream (gateway → stream → 1, 2 and 3 processing gencols)
+    /// against one gencol doing the same work; writes bench-results/scale-out.md.
+    ScaleOut(ScaleOutArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct ScaleOutArgs {
+    /// Offered generations a second (open loop).
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Measured time per configuration.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Processing instances to measure, one configuration each.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    processing: Vec<usize>,
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// The gencol binary; default: the release build beside this program, built first.
+    #[arg(long)]
+    gencol: Option<PathBuf>,
+    /// nats-server 2.11+; default: `target/test-venv/bin/nats-server` (scripts/test-venv.sh).
+    #[arg(long)]
+    nats_server: Option<PathBuf>,
+    /// Where bench-results/scale-out.md goes; default: the repository root.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    target_core: usize,
+    #[arg(long, default_value_t = 1)]
+    generator_core: usize,
 }
 
 #[derive(clap::Args, Clone)]
@@ -113,6 +147,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::ScaleOut(args) => match run_scale_out(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gencol-bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::All(args) => match run_all(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -123,24 +164,88 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_all(args: AllArgs) -> Result<(), String> {
+/// Re-runs this program pinned to `generator_core` (once), so the generator, the sink and
+/// every thread they start stay off the target's core. Children are re-pinned by
+/// `taskset -c <target core>`.
+fn pin_self(generator_core: usize) -> Result<usize, String> {
     let cores = online_cpus();
     if std::env::var_os(PINNED_ENV).is_none() {
         if cores < 2 {
             return Err("needs two cores: one for the process under test, one for the load generator".into());
         }
-        // Re-run pinned, so the generator, the sink and every thread they start stay off
-        // the target's core. Children are re-pinned by `taskset -c <target core>`.
         let me = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
         let err = Command::new("taskset")
             .arg("-c")
-            .arg(args.generator_core.to_string())
+            .arg(generator_core.to_string())
             .arg(me)
             .args(std::env::args_os().skip(1))
             .env(PINNED_ENV, "1")
             .exec();
         return Err(format!("cannot re-run under taskset (is util-linux installed?): {err}"));
     }
+    Ok(cores)
+}
+
+fn run_scale_out(args: ScaleOutArgs) -> Result<(), String> {
+    pin_self(args.generator_core)?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let exe_dir = exe.parent().ok_or("this program has no directory")?.to_path_buf();
+    let target_dir = exe_dir.parent().ok_or("this program is not in a cargo target directory")?.to_path_buf();
+    let work = target_dir.join("bench");
+    std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let gencol = match &args.gencol {
+        Some(p) => p.clone(),
+        None => {
+            build_gencol(&repo)?;
+            exe_dir.join("gencol")
+        }
+    };
+    let nats_server = args.nats_server.clone().unwrap_or_else(|| target_dir.join("test-venv/bin/nats-server"));
+    if !nats_server.exists() {
+        return Err(format!(
+            "no nats-server at {} (run scripts/test-venv.sh, or pass --nats-server)",
+            nats_server.display()
+        ));
+    }
+    let settings = scale_out::ScaleSettings {
+        gencol,
+        nats_server,
+        work,
+        target_core: args.target_core,
+        rate: args.rate,
+        warmup: args.warmup,
+        measure: args.duration,
+        connections: args.connections,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let runs = runtime.block_on(async {
+        let sink = sink::Sink::start().await.map_err(|e| format!("cannot start the sink: {e}"))?;
+        let mut runs = Vec::new();
+        for n in std::iter::once(0).chain(args.processing.iter().copied()) {
+            let r = scale_out::run(&settings, &sink, n).await?;
+            eprintln!(
+                "{:<55} {:>7.0} gen/s p50 {:>6.2} ms p99 {:>7.2} ms cpu {:?}",
+                r.label, r.accepted_per_s, r.p50_ms, r.p99_ms, r.cpu_us
+            );
+            runs.push(r);
+        }
+        Ok::<_, String>(runs)
+    })?;
+    let info = format!("commit {}, {}", commit(&repo), cpu_model());
+    let text = scale_out::report(&runs, &settings, &info);
+    let out = args.out.clone().unwrap_or(repo).join("bench-results");
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    std::fs::write(out.join("scale-out.md"), &text).map_err(|e| format!("cannot write scale-out.md: {e}"))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn run_all(args: AllArgs) -> Result<(), String> {
+    let cores = pin_self(args.generator_core)?;
 
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let exe_dir = exe.parent().ok_or("this program has no directory")?.to_path_buf();

@@ -175,6 +175,11 @@ pub trait ExporterConfig: Send + Sync {
     fn confirms_delivery(&self) -> bool {
         false
     }
+    /// Whether it passes generation records on whole, with their generation context, to
+    /// another gencol that processes them (`nats`): such a pipeline needs no `namespace`.
+    fn hands_on_generations(&self) -> bool {
+        false
+    }
 }
 
 /// Sends batches to one destination. The engine wraps every exporter the same way (a

@@ -236,7 +236,10 @@ impl ValidatedService {
             }
             let fed_generations = p.receivers.iter().any(|r| emits_generations.contains(&r.value));
             let has_namespace = p.processors.iter().any(|r| adds_request_attributes.contains(&r.value));
-            if fed_generations && !has_namespace {
+            // A gateway tier hands generations on whole (`nats`): the next tier names them.
+            let hands_on = !p.exporters.is_empty()
+                && p.exporters.iter().all(|e| exporters.get(&e.value).is_some_and(|x| x.config.hands_on_generations()));
+            if fed_generations && !has_namespace && !hands_on {
                 diags.push(Diagnostic::warning(
                     &p.id.loc,
                     format!("pipeline `{name}` receives generations but has no `namespace` processor: spans will carry no user, session or custom metadata attributes"),

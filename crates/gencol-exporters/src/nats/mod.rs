@@ -57,6 +57,10 @@ impl ExporterConfig for NatsExporterConfig {
     fn confirms_delivery(&self) -> bool {
         true
     }
+
+    fn hands_on_generations(&self) -> bool {
+        true
+    }
 }
 
 struct NatsExporter {
