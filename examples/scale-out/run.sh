@@ -20,6 +20,7 @@ nats_server="${NATS_SERVER:-$(command -v nats-server || echo "$root/target/test-
 gencol="$root/target/release/gencol"
 testkit="$root/target/release/gencol-testkit"
 WORK="${WORK:-$(mktemp -d -t gencol-scale-out-XXXX)}"
+mkdir -p "$WORK"
 echo "logs and JetStream stores in $WORK"
 
 pids=()
