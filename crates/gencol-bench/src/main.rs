@@ -186,14 +186,27 @@ fn pin_self(generator_core: usize) -> Result<usize, String> {
     Ok(cores)
 }
 
-fn run_scale_out(args: ScaleOutArgs) -> Result<(), String> {
-    pin_self(args.generator_core)?;
+/// Where this program is, its cargo target directory, the bench's work directory (made)
+/// and the repository.
+struct Dirs {
+    exe_dir: PathBuf,
+    target_dir: PathBuf,
+    work: PathBuf,
+    repo: PathBuf,
+}
+
+fn dirs() -> Result<Dirs, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let exe_dir = exe.parent().ok_or("this program has no directory")?.to_path_buf();
     let target_dir = exe_dir.parent().ok_or("this program is not in a cargo target directory")?.to_path_buf();
     let work = target_dir.join("bench");
     std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    Ok(Dirs { exe_dir, target_dir, work, repo: Path::new(env!("CARGO_MANIFEST_DIR")).join("../..") })
+}
+
+fn run_scale_out(args: ScaleOutArgs) -> Result<(), String> {
+    pin_self(args.generator_core)?;
+    let Dirs { exe_dir, target_dir, work, repo } = dirs()?;
     let gencol = match &args.gencol {
         Some(p) => p.clone(),
         None => {
@@ -247,12 +260,7 @@ fn run_scale_out(args: ScaleOutArgs) -> Result<(), String> {
 fn run_all(args: AllArgs) -> Result<(), String> {
     let cores = pin_self(args.generator_core)?;
 
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let exe_dir = exe.parent().ok_or("this program has no directory")?.to_path_buf();
-    let target_dir = exe_dir.parent().ok_or("this program is not in a cargo target directory")?.to_path_buf();
-    let work = target_dir.join("bench");
-    std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let Dirs { exe_dir, work, repo, .. } = dirs()?;
     let out = args.out.clone().unwrap_or(repo.clone());
 
     let gencol = match &args.gencol {

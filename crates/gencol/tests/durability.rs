@@ -23,17 +23,6 @@ use gencol_testkit::{Answer, SinkOptions};
 // Records, ids and configs
 // ---------------------------------------------------------------------------------------
 
-/// 2026-11-22T10:00:00Z in Unix nanoseconds: generation timestamps count from here.
-const T0_NS: u64 = 1_795_341_600_000_000_000;
-const SECOND_NS: u64 = 1_000_000_000;
-
-fn rfc3339(ns: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
-        .expect("a time in range")
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("formattable")
-}
-
 /// A generation whose prompt is `content`, in trace `(trace_id, trace_name)` if given.
 fn record(id: &str, trace: Option<(&str, &str)>, start_ns: u64, end_ns: u64, content: &str) -> serde_json::Value {
     let mut g = generation(id);

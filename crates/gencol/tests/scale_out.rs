@@ -13,17 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use gencol_testkit::OtlpSink;
 
-/// 2026-11-22T10:00:00Z in Unix nanoseconds.
-const T0_NS: u64 = 1_795_341_600_000_000_000;
-const SECOND_NS: u64 = 1_000_000_000;
 const PARTITIONS: u32 = 8;
-
-fn rfc3339(ns: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
-        .expect("a time in range")
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("formattable")
-}
 
 struct Gen {
     id: String,

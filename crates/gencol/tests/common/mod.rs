@@ -751,3 +751,15 @@ impl Drop for NatsServer {
         self.kill();
     }
 }
+
+/// 2026-11-22T10:00:00Z in Unix nanoseconds: generation timestamps in tests count from here.
+pub const T0_NS: u64 = 1_795_341_600_000_000_000;
+pub const SECOND_NS: u64 = 1_000_000_000;
+
+/// Unix nanoseconds as RFC 3339, as generation records write times.
+pub fn rfc3339(ns: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+        .expect("a time in range")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formattable")
+}
