@@ -52,6 +52,11 @@ pub trait ReceiverConfig: Send + Sync {
     fn emits_generations(&self) -> bool {
         false
     }
+    /// For `gencol test-connection`: a receiver that connects out to its source (`nats`)
+    /// checks it can, and says what it found. `None`: nothing to test (it listens).
+    fn test_connection(&self) -> Option<BoxFuture<'static, Result<String, String>>> {
+        None
+    }
     /// Binds and starts serving in the background; returns once bound, so a port in
     /// use stops startup instead of half-starting. Serves until `shutdown` is
     /// cancelled, then stops accepting and finishes requests in flight. Every byte a

@@ -295,6 +295,11 @@ impl ValidatedService {
     }
 
     /// The validated exporters, for `gencol test-connection`.
+    /// The Test Connection of each receiver that has one ([`ReceiverConfig::test_connection`]), in id order.
+    pub fn receiver_tests(&self) -> Vec<(ComponentId, crate::BoxFuture<'static, Result<String, String>>)> {
+        self.receivers.iter().filter_map(|(id, r)| r.test_connection().map(|t| (id.clone(), t))).collect()
+    }
+
     pub fn build_exporters(&self) -> Vec<(ComponentId, BuiltExporter)> {
         self.exporters.iter().map(|(id, plan)| (id.clone(), plan.config.build(id))).collect()
     }

@@ -677,5 +677,15 @@ async fn test_results(service: &ValidatedService, only: &[String]) -> Vec<(Strin
         let outcome = test.await.unwrap_or_else(|e| Err(format!("the test stopped unexpectedly: {e}")));
         results.push((id.to_string(), outcome));
     }
+    // Receivers that connect out (`nats`), unless only some exporters were named.
+    if only.is_empty() {
+        for (id, test) in service.receiver_tests() {
+            let outcome = match tokio::time::timeout(Duration::from_secs(10), test).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err("no answer within 10s".to_owned()),
+            };
+            results.push((format!("{id} (receiver)"), outcome));
+        }
+    }
     results
 }

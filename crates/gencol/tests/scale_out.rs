@@ -564,3 +564,44 @@ fn the_example_topology_configs_validate_without_warnings() {
         assert!(script.contains(needed), "run.sh starts the whole topology ({needed})");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_is_used_but_never_shown_and_test_connection_checks_both_tiers() {
+    const SECRET: &str = "nats-token-7f3a91c2";
+    let nats = tokio::task::spawn_blocking(|| NatsServer::start_with(&["--auth", SECRET])).await.unwrap();
+    let sink = OtlpSink::start().await.unwrap();
+    let with_token = |yaml: String| yaml.replace("partitions: 8,", &format!("partitions: 8, token: \"{SECRET}\","));
+    let gateway_yaml = with_token(gateway_config(&nats.url(), 1));
+    let processing_yaml = with_token(processing_config(&nats.url(), 1, &sink.url()));
+    assert!(gateway_yaml.contains(SECRET) && processing_yaml.contains(SECRET));
+
+    // Test Connection, both tiers, right and wrong token.
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, yaml: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, yaml.replace("{GEN_PORT}", &free_port().to_string())).unwrap();
+        path
+    };
+    let (code, out) = connection_test(write("gateway.yaml", &gateway_yaml)).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("nats: ok (stream GENCOL"), "{out}");
+    let (code, out) = connection_test(write("processing.yaml", &processing_yaml)).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("nats (receiver): ok (stream GENCOL"), "{out}");
+    let wrong = gateway_yaml.replace(SECRET, "not-the-token-0000");
+    let line = failed_connection_test(write("wrong.yaml", &wrong), "nats").await;
+    assert!(line.to_lowercase().contains("authorization") || line.contains("cannot reach"), "{line}");
+    assert!(!line.contains("not-the-token-0000") && !line.contains(SECRET), "{line}");
+
+    // Running: delivered, and the token in no log line.
+    let gateway = Gencol::start(&gateway_yaml);
+    let processing = Gencol::start(&processing_yaml);
+    let status = post_record(&reqwest::Client::new(), &gateway.generations_url(), &generation("token-1")).await;
+    assert_eq!(status, 202, "{}", gateway.stderr());
+    // The processing config's Test Connection sent the sink its test span first.
+    let spans = sink.wait_for_spans(2, Duration::from_secs(30)).await;
+    assert!(spans.iter().any(|s| s.attr_str("gen_ai.response.id") == Some("token-1")), "{}", processing.stderr());
+    for log in [gateway.stderr(), processing.stderr()] {
+        assert!(!log.contains(SECRET), "the token is in a log line:\n{log}");
+    }
+}

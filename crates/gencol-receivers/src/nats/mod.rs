@@ -70,6 +70,24 @@ impl ReceiverConfig for NatsReceiverConfig {
         true
     }
 
+    /// Connects, makes sure of the stream and reports it and its consumers.
+    fn test_connection(&self) -> Option<BoxFuture<'static, Result<String, String>>> {
+        let this = self.clone();
+        Some(Box::pin(async move {
+            let client = this.target.connect(&format!("gencol {} test", this.id), CONNECT_TIMEOUT).await?;
+            let js = async_nats::jetstream::new(client.clone());
+            let info = gencol_nats::stream::ensure(&js, &this.target).await?;
+            Ok(format!(
+                "stream {} on {} ({} messages waiting, {} consumers, {} partitions)",
+                info.config.name,
+                client.server_info().server_name,
+                info.state.messages,
+                info.state.consumer_count,
+                this.target.partitions
+            ))
+        }))
+    }
+
     fn start(
         &self,
         consumer: Consumer,

@@ -638,6 +638,14 @@ impl NatsServer {
         Self::start_on(free_port())
     }
 
+    /// One server with JetStream and these extra arguments (`--auth TOKEN`).
+    pub fn start_with(extra: &[&str]) -> NatsServer {
+        let mut server = Self::new("solo", free_port(), extra.iter().map(|a| a.to_string()).collect());
+        server.launch();
+        server.wait_ready();
+        server
+    }
+
     /// One server with JetStream on `port` (to bring one back where a gencol expects it).
     pub fn start_on(port: u16) -> NatsServer {
         let mut server = Self::new("solo", port, Vec::new());
