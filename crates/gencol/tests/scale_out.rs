@@ -605,3 +605,29 @@ async fn a_token_is_used_but_never_shown_and_test_connection_checks_both_tiers()
         assert!(!log.contains(SECRET), "the token is in a log line:\n{log}");
     }
 }
+
+#[test]
+fn nats_settings_mistakes_are_refused_at_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "receivers:\n  generations: {}\nexporters:\n  nats:\n";
+    let tail = "service:\n  pipelines:\n    traces: {receivers: [generations], exporters: [nats]}\n";
+    let cases = [
+        ("    url: \"nats://user:hunter2@127.0.0.1:4222\"\n", 5, "credentials in it"),
+        ("    partitions: 0\n", 5, "partitions must be between 1 and 4096"),
+        ("    stream: \"a.b\"\n", 5, "stream `a.b`"),
+        ("    credentials_file: missing.creds\n", 5, "cannot read missing.creds"),
+        ("    consumer: {name: x}\n", 5, "setting of the nats receiver"),
+    ];
+    for (nats, line, message) in cases {
+        let path = dir.path().join("gencol.yaml");
+        std::fs::write(&path, format!("{head}{nats}{tail}")).unwrap();
+        let out = std::process::Command::new(gencol_bin()).arg("validate").arg("--config").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let want = format!("{}:{line}:", path.display());
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&want) && l.contains(message)),
+            "expected `{want}...{message}` in:\n{stderr}"
+        );
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}
