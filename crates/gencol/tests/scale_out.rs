@@ -342,7 +342,23 @@ fn ownership(logs: &[String]) -> Vec<(i128, usize, u32, bool)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_processing_gencol_and_a_nats_node_die_mid_run_and_nothing_answered_202_is_lost() {
-    const TOTAL: usize = 20_000;
+    failover(20_000, Stop::Kill).await;
+}
+
+/// A rolling restart: the processing instance gets SIGTERM instead (and a NATS node still
+/// dies); what it held goes to the others, and no root is sent from part of a trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_processing_gencol_stopped_mid_run_hands_its_traces_over_whole() {
+    failover(8_000, Stop::Term).await;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stop {
+    Kill,
+    Term,
+}
+
+async fn failover(total: usize, stop: Stop) {
     const SENDERS: usize = 16;
     let mut cluster = tokio::task::spawn_blocking(|| NatsServer::cluster(3)).await.unwrap();
     let sink = OtlpSink::start().await.unwrap();
@@ -355,9 +371,9 @@ async fn a_processing_gencol_and_a_nats_node_die_mid_run_and_nothing_answered_20
     // 20,000 generations in traces of 1–5.
     let mut traces = Vec::new();
     let mut made = 0;
-    let all = self::traces("fail", TOTAL, 11);
+    let all = self::traces("fail", total, 11);
     for t in all {
-        if made >= TOTAL {
+        if made >= total {
             break;
         }
         made += t.gens.len();
@@ -427,7 +443,13 @@ async fn a_processing_gencol_and_a_nats_node_die_mid_run_and_nothing_answered_20
     let victim_owned = owned_now(victim);
     assert!(victim_owned > 0, "no instance owns a partition 8 s into the run");
     let killed_at = now_ns();
-    processing[victim].kill();
+    match stop {
+        Stop::Kill => processing[victim].kill(),
+        Stop::Term => {
+            let clean = tokio::task::block_in_place(|| processing[victim].stop());
+            assert!(clean, "SIGTERM ends gencol cleanly");
+        }
+    }
     cluster[2].kill();
     eprintln!(
         "killed processing {victim} (owner of {victim_owned} partitions) and nats n2 after {:?}",
@@ -519,12 +541,12 @@ async fn a_processing_gencol_and_a_nats_node_die_mid_run_and_nothing_answered_20
     let together = |k: usize| gaps.get(&k).is_some_and(|g: &Duration| *g <= Duration::from_secs(1));
     let (duplicates, loose) = check_sink(&tally, &traces, &accepted, together, explain, &shown);
     eprintln!(
-        "{} of {TOTAL} generations answered 202 in {sent_for:?} ({refused} answers not 2xx, sent again), {} traces ({loose} with a gap over 1 s between two generations, checked loosely); sink: {} spans, {duplicates} duplicates",
+        "{} of {total} generations answered 202 in {sent_for:?} ({refused} answers not 2xx, sent again), {} traces ({loose} with a gap over 1 s between two generations, checked loosely); sink: {} spans, {duplicates} duplicates",
         accepted.len(),
         traces.len(),
         tally.unique()
     );
-    assert!(accepted.len() >= TOTAL * 9 / 10, "most generations were accepted: {}", accepted.len());
+    assert!(accepted.len() >= total * 9 / 10, "most generations were accepted: {}", accepted.len());
 
     eprintln!("partitions moved after the kill, seconds after it: {moves:?}");
     assert!(!moves.is_empty(), "the killed instance's partitions moved to others");

@@ -247,8 +247,11 @@ async fn pull_partition(
             },
         }
     }
-    // Settled messages are acknowledged; the others are left for the next owner.
+    // Settled messages are acknowledged; the others are left for the next owner (or for
+    // this instance after its restart), and the pipelines give up those traces, so that
+    // their shutdown flush does not send a root made from part of a trace's generations.
     book.settle(consumer.hold(), Instant::now()).await;
+    hand_over(&mut book, &consumer).await;
 }
 
 /// The partition is another instance's now: what this one has not acknowledged goes to
