@@ -641,6 +641,11 @@ impl ExporterHandle {
         match self.queue.push(items, confirm).await {
             Ok(()) => {}
             Err(Refused::Dropped) => {
+                // A receiver waiting for this destination's confirmation must not answer
+                // 202 for what was dropped: it answers 503 and the sender retries.
+                if let Some(ack) = confirm {
+                    ack.fail("the exporter's queue is full (queue.when_full: drop_newest)");
+                }
                 let total = self.stats.dropped(n, Lost::QueueFull);
                 self.warn_at_most_every_10s(|| {
                     tracing::warn!(exporter = %self.id, dropped_total = total, "exporter queue full: dropping new spans for this destination (queue.when_full: drop_newest; use block to push back instead)");
@@ -778,5 +783,33 @@ mod tests {
         assert_eq!(exporter.most.load(Ordering::SeqCst), 2);
         assert_eq!(stats.snapshot()[0], 100);
         assert!(queue.len() == 0);
+    }
+
+    #[tokio::test]
+    async fn a_confirming_exporter_fails_the_ack_of_what_it_drops_or_cannot_send() {
+        let mut settings = DeliverySettings::default();
+        settings.queue.max_items = 1;
+        settings.queue.when_full = WhenFull::DropNewest;
+        let queue = Arc::new(Queue::Memory(MemoryQueue::new(&settings.queue)));
+        let handle = ExporterHandle::new("nats".into(), queue.clone(), false, None, Arc::default()).confirming(true);
+        assert!(handle.holds_receivers());
+        // The first batch is queued with its ack; the second is dropped: its ack fails.
+        let (first, first_wait) = AckToken::new();
+        handle.deliver(spans(1, &[]), Some(&first)).await;
+        drop(first);
+        let (second, second_wait) = AckToken::new();
+        handle.deliver(spans(1, &[]), Some(&second)).await;
+        drop(second);
+        let refused = second_wait.wait(Duration::from_secs(1)).await;
+        assert!(refused.expect_err("dropped").contains("drop_newest"));
+        // The first waits for the send; a send that gives up fails it.
+        let waiting = tokio::spawn(first_wait.wait(Duration::from_secs(5)));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "held until the destination confirms");
+        let taken = queue.take(BatchLimit { spans: 10, bytes: 1 << 20 }).expect("queued");
+        assert_eq!(taken.acks.len(), 1);
+        taken.acks[0].fail("gave up");
+        drop(taken);
+        assert_eq!(waiting.await.unwrap(), Err("gave up".to_owned()));
     }
 }
