@@ -158,3 +158,36 @@ async fn test_connection_passes_for_all_three() {
     assert_eq!(d.raindrop.requests()[0].header("x-test-connection"), Some("true"));
     assert_no_secret(&format!("{stdout}{stderr}"));
 }
+
+/// pipelines/langfuse.yaml as its header says to run it (keys in the environment, the
+/// endpoint overridden to a local sink): the OTLP path, Basic auth built from the two keys,
+/// Langfuse's ingestion-version header, and no key in a log line.
+#[tokio::test]
+async fn the_langfuse_pipeline_sends_basic_auth_built_from_the_two_keys() {
+    use base64::Engine as _;
+    let (public, secret) = ("pk-lf-1234abcd", "sk-lf-5678efgh");
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{public}:{secret}")));
+    let sink = OtlpSink::start_with(
+        SinkOptions::default().path("/api/public/otel/v1/traces").expect_header("authorization", &basic),
+    )
+    .await
+    .unwrap();
+    let endpoint = sink.url();
+    assert!(endpoint.ends_with("/api/public/otel/v1/traces"), "{endpoint}");
+    let gencol = Gencol::start_configs(
+        &[&repo_root().join("pipelines/langfuse.yaml")],
+        "receivers:\n  generations:\n    endpoint: 127.0.0.1:{GEN_PORT}\nprocessors:\n  hierarchy: {group_window: 1s}\n",
+        &[],
+        &[("LANGFUSE_PUBLIC_KEY", public), ("LANGFUSE_SECRET_KEY", secret), ("LANGFUSE_OTLP_ENDPOINT", &endpoint)],
+    );
+    let (status, _) = post_json(&gencol.generations_url(), &example("ramp-seed.json")).await;
+    assert_eq!(status, 202, "{}", gencol.stderr());
+    let spans = sink.wait_for_spans(2, Duration::from_secs(20)).await;
+    assert!(spans.iter().any(|s| s.span.name == "Analyze Report"), "{spans:#?}");
+    let requests = sink.requests();
+    assert!(requests.iter().all(|r| r.is_success()), "every request had the right path and Authorization");
+    assert!(requests.iter().all(|r| r.header("x-langfuse-ingestion-version") == Some("4")));
+    for log in [gencol.stderr(), gencol.stdout()] {
+        assert!(!log.contains(secret) && !log.contains(&basic), "a key is in the logs:\n{log}");
+    }
+}

@@ -275,8 +275,37 @@ fn shipped_pipelines_validate() {
             .env("AXIOM_DATASET", "test")
             .env("RAMP_API_KEY", "rk-test")
             .env("RAINDROP_WRITE_KEY", "rd-test")
+            .env("LANGFUSE_PUBLIC_KEY", "pk-lf-test")
+            .env("LANGFUSE_SECRET_KEY", "sk-lf-test")
             .output()
             .unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn otlp_basic_auth_mistakes_are_refused_at_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "receivers:\n  generations: {}\nexporters:\n  otlp/lf:\n    endpoint: https://cloud.langfuse.com/api/public/otel/v1/traces\n";
+    let tail = "service:\n  pipelines:\n    traces: {receivers: [generations], exporters: [otlp/lf]}\n";
+    let cases = [
+        ("    auth: {basic: {username: \"\", password: sk-lf-secret-1}}\n", "auth.basic.username is empty"),
+        (
+            "    auth: {basic: {username: pk-lf-1, password: sk-lf-secret-1}}\n    headers: {authorization: \"Basic eA==\"}\n",
+            "both set the Authorization header",
+        ),
+        ("    auth: {bearer: x}\n", "bearer"),
+    ];
+    for (auth, message) in cases {
+        let path = dir.path().join("gencol.yaml");
+        std::fs::write(&path, format!("{head}{auth}{tail}")).unwrap();
+        let out = Command::new(gencol_bin()).arg("validate").arg("--config").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let want = format!("{}:6:", path.display());
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&want) && l.contains(message)),
+            "expected `{want}...{message}` in:\n{stderr}"
+        );
+        assert!(!stderr.contains("sk-lf-secret-1"), "{stderr}");
     }
 }

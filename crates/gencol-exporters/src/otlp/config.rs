@@ -61,6 +61,32 @@ pub struct OtlpExporterSettings {
     /// A private CA, a client certificate (mTLS), or `insecure_skip_verify` (tests only).
     #[serde(default)]
     pub tls: TlsSettings,
+    /// Credentials gencol turns into the `Authorization` header.
+    #[serde(default)]
+    pub auth: Option<ExporterAuth>,
+}
+
+/// `auth:` of the `otlp` exporter.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExporterAuth {
+    /// HTTP Basic from two keys (Langfuse: public key and secret key), so nobody has to
+    /// base64 them by hand.
+    pub basic: BasicAuth,
+}
+
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: String,
+}
+
+/// Both are credentials: never shown.
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BasicAuth(***)")
+    }
 }
 
 impl OtlpExporterSettings {
@@ -78,8 +104,29 @@ impl OtlpExporterSettings {
                 "encoding: json is OTLP/HTTP only; OTLP/gRPC is always protobuf (leave `encoding` out)",
             ));
         }
-        let headers: Vec<(String, String)> =
+        let mut headers: Vec<(String, String)> =
             self.headers.into_iter().filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k, v))).collect();
+        if let Some(ExporterAuth { basic }) = self.auth {
+            let auth_at = at("auth");
+            for (key, value) in [("username", &basic.username), ("password", &basic.password)] {
+                if value.is_empty() {
+                    return Err(Diagnostic::error(
+                        &auth_at,
+                        format!("auth.basic.{key} is empty (is its environment variable set?)"),
+                    ));
+                }
+            }
+            if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+                return Err(Diagnostic::error(
+                    &auth_at,
+                    "auth.basic and headers.Authorization both set the Authorization header: keep one",
+                ));
+            }
+            use base64::Engine as _;
+            let pair = format!("{}:{}", basic.username, basic.password);
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            headers.push(("Authorization".to_owned(), format!("Basic {encoded}")));
+        }
         match self.protocol {
             Protocol::Http => check_headers(&headers).map(drop),
             Protocol::Grpc => check_metadata(&headers).map(drop),
