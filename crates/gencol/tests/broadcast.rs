@@ -159,35 +159,88 @@ async fn test_connection_passes_for_all_three() {
     assert_no_secret(&format!("{stdout}{stderr}"));
 }
 
-/// pipelines/langfuse.yaml as its header says to run it (keys in the environment, the
-/// endpoint overridden to a local sink): the OTLP path, Basic auth built from the two keys,
-/// Langfuse's ingestion-version header, and no key in a log line.
-#[tokio::test]
-async fn the_langfuse_pipeline_sends_basic_auth_built_from_the_two_keys() {
-    use base64::Engine as _;
-    let (public, secret) = ("pk-lf-1234abcd", "sk-lf-5678efgh");
-    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{public}:{secret}")));
-    let sink = OtlpSink::start_with(
-        SinkOptions::default().path("/api/public/otel/v1/traces").expect_header("authorization", &basic),
-    )
-    .await
-    .unwrap();
+/// A vendor's ready pipeline run as its header says (keys in the environment, the endpoint
+/// overridden to a local sink at the vendor's path): the sink checks the path and the
+/// credential header; the other headers are checked on every request; no key in a log line.
+async fn ready_pipeline(
+    file: &str,
+    path: &str,
+    credential: (&str, &str),
+    headers: &[(&str, &str)],
+    env: &[(&str, &str)],
+) {
+    let sink = OtlpSink::start_with(SinkOptions::default().path(path).expect_header(credential.0, credential.1))
+        .await
+        .unwrap();
     let endpoint = sink.url();
-    assert!(endpoint.ends_with("/api/public/otel/v1/traces"), "{endpoint}");
+    assert!(endpoint.ends_with(path), "{endpoint}");
+    let endpoint_var =
+        env.iter().find(|(k, _)| k.ends_with("_ENDPOINT")).map(|(k, _)| *k).expect("an endpoint variable");
+    let mut vars: Vec<(&str, &str)> = env.iter().filter(|(k, _)| *k != endpoint_var).copied().collect();
+    vars.push((endpoint_var, &endpoint));
     let gencol = Gencol::start_configs(
-        &[&repo_root().join("pipelines/langfuse.yaml")],
+        &[&repo_root().join("pipelines").join(file)],
         "receivers:\n  generations:\n    endpoint: 127.0.0.1:{GEN_PORT}\nprocessors:\n  hierarchy: {group_window: 1s}\n",
         &[],
-        &[("LANGFUSE_PUBLIC_KEY", public), ("LANGFUSE_SECRET_KEY", secret), ("LANGFUSE_OTLP_ENDPOINT", &endpoint)],
+        &vars,
     );
     let (status, _) = post_json(&gencol.generations_url(), &example("ramp-seed.json")).await;
-    assert_eq!(status, 202, "{}", gencol.stderr());
+    assert_eq!(status, 202, "{file}: {}", gencol.stderr());
     let spans = sink.wait_for_spans(2, Duration::from_secs(20)).await;
-    assert!(spans.iter().any(|s| s.span.name == "Analyze Report"), "{spans:#?}");
-    let requests = sink.requests();
-    assert!(requests.iter().all(|r| r.is_success()), "every request had the right path and Authorization");
-    assert!(requests.iter().all(|r| r.header("x-langfuse-ingestion-version") == Some("4")));
-    for log in [gencol.stderr(), gencol.stdout()] {
-        assert!(!log.contains(secret) && !log.contains(&basic), "a key is in the logs:\n{log}");
+    assert!(spans.iter().any(|s| s.span.name == "Analyze Report"), "{file}: {spans:#?}");
+    for r in sink.requests() {
+        assert!(r.is_success(), "{file}: the path and {} were right", credential.0);
+        for (name, value) in headers {
+            assert_eq!(r.header(name), Some(*value), "{file}: header {name}");
+        }
     }
+    for log in [gencol.stderr(), gencol.stdout()] {
+        for (k, v) in env {
+            if !k.ends_with("_ENDPOINT") && v.len() > 8 {
+                assert!(!log.contains(v), "{file}: {k} is in the logs:\n{log}");
+            }
+        }
+        assert!(!log.contains(credential.1), "{file}: the credential is in the logs");
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+#[tokio::test]
+async fn the_langfuse_pipeline_sends_basic_auth_built_from_the_two_keys() {
+    let auth = basic("pk-lf-1234abcd", "sk-lf-5678efgh");
+    let env = [
+        ("LANGFUSE_PUBLIC_KEY", "pk-lf-1234abcd"),
+        ("LANGFUSE_SECRET_KEY", "sk-lf-5678efgh"),
+        ("LANGFUSE_OTLP_ENDPOINT", ""),
+    ];
+    let headers = [("x-langfuse-ingestion-version", "4"), ("content-type", "application/x-protobuf")];
+    ready_pipeline("langfuse.yaml", "/api/public/otel/v1/traces", ("authorization", &auth), &headers, &env).await;
+}
+
+#[tokio::test]
+async fn the_grafana_cloud_pipeline_sends_basic_auth_from_instance_and_token() {
+    let auth = basic("123456", "glc_test_token_abcdef");
+    let env = [
+        ("GRAFANA_INSTANCE_ID", "123456"),
+        ("GRAFANA_API_TOKEN", "glc_test_token_abcdef"),
+        ("GRAFANA_OTLP_ENDPOINT", ""),
+    ];
+    ready_pipeline("grafana-cloud.yaml", "/otlp/v1/traces", ("authorization", &auth), &[], &env).await;
+}
+
+#[tokio::test]
+async fn the_honeycomb_pipeline_sends_the_team_key() {
+    let env = [("HONEYCOMB_API_KEY", "hcaik_test_0123456789"), ("HONEYCOMB_OTLP_ENDPOINT", "")];
+    let headers = [("content-encoding", "gzip")];
+    ready_pipeline("honeycomb.yaml", "/v1/traces", ("x-honeycomb-team", "hcaik_test_0123456789"), &headers, &env).await;
+}
+
+#[tokio::test]
+async fn the_new_relic_pipeline_sends_the_license_key() {
+    let env = [("NEW_RELIC_LICENSE_KEY", "nr-license-0123456789abcdef"), ("NEW_RELIC_OTLP_ENDPOINT", "")];
+    ready_pipeline("new-relic.yaml", "/v1/traces", ("api-key", "nr-license-0123456789abcdef"), &[], &env).await;
 }

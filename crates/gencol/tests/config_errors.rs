@@ -277,6 +277,11 @@ fn shipped_pipelines_validate() {
             .env("RAINDROP_WRITE_KEY", "rd-test")
             .env("LANGFUSE_PUBLIC_KEY", "pk-lf-test")
             .env("LANGFUSE_SECRET_KEY", "sk-lf-test")
+            .env("HONEYCOMB_API_KEY", "hc-test")
+            .env("NEW_RELIC_LICENSE_KEY", "nr-test")
+            .env("GRAFANA_OTLP_ENDPOINT", "https://otlp-gateway-prod-eu-west-2.grafana.net/otlp/v1/traces")
+            .env("GRAFANA_INSTANCE_ID", "123456")
+            .env("GRAFANA_API_TOKEN", "glc_test")
             .output()
             .unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
