@@ -287,11 +287,17 @@ impl OtlpHttpSender {
     /// with the destination's message masked and cut, never retried.
     fn log_partial_success(&self, content_type: &str, body: &[u8]) {
         if let Some((rejected_spans, message)) = partial_success(content_type, body) {
-            let message = self.destination.mask.excerpt(&message, EXCERPT_BYTES);
-            let message = if message.is_empty() { "(no message)".to_owned() } else { message };
-            tracing::warn!(exporter = %self.exporter, rejected_spans, "destination accepted the batch partially: {message}");
+            log_partial_success(&self.exporter, &self.destination.mask, rejected_spans, &message);
         }
     }
+}
+
+/// Logs a destination's partial success once (OTLP/HTTP and OTLP/gRPC alike), its message
+/// masked of the exporter's secrets and cut.
+pub(crate) fn log_partial_success(exporter: &str, mask: &SecretMask, rejected_spans: i64, message: &str) {
+    let message = mask.excerpt(message, EXCERPT_BYTES);
+    let message = if message.is_empty() { "(no message)".to_owned() } else { message };
+    tracing::warn!(exporter = %exporter, rejected_spans, "destination accepted the batch partially: {message}");
 }
 
 /// `partialSuccess` of an OTLP answer, when it reports rejected spans or a message:

@@ -302,15 +302,8 @@ fn otlp_basic_auth_mistakes_are_refused_at_their_place() {
         ("    auth: {bearer: x}\n", "bearer"),
     ];
     for (auth, message) in cases {
-        let path = dir.path().join("gencol.yaml");
-        std::fs::write(&path, format!("{head}{auth}{tail}")).unwrap();
-        let out = Command::new(gencol_bin()).arg("validate").arg("--config").arg(&path).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let want = format!("{}:6:", path.display());
-        assert!(
-            stderr.lines().any(|l| l.starts_with(&want) && l.contains(message)),
-            "expected `{want}...{message}` in:\n{stderr}"
-        );
+        let stderr =
+            assert_refused_at(&dir.path().join("gencol.yaml"), &format!("{head}{auth}{tail}"), &[], 6, message);
         assert!(!stderr.contains("sk-lf-secret-1"), "{stderr}");
     }
 }

@@ -122,12 +122,6 @@ fn config(exporters: &[String], names: &[&str], processors: &str, group_window: 
     )
 }
 
-/// The last `n` lines of a log, for failure messages.
-fn tail(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// POSTs one JSON body until gencol answers 202, as a gateway that retries would: through
 /// 503s and while gencol is down or restarting. `Err` says why it gave up at `give_up`.
 async fn send_until_accepted(

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -66,14 +65,6 @@ fn tls_mistakes_are_refused_at_their_place() {
         ("      ca_fille: x\n".to_owned(), 7, "ca_fille"),
     ];
     for (tls, line, message) in cases {
-        let path = dir.path().join("gencol.yaml");
-        std::fs::write(&path, format!("{head}{tls}{tail}")).unwrap();
-        let out = Command::new(gencol_bin()).arg("validate").arg("--config").arg(&path).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let want = format!("{}:{line}:", path.display());
-        assert!(
-            stderr.lines().any(|l| l.starts_with(&want) && l.contains(message)),
-            "expected `{want}...{message}` in:\n{stderr}"
-        );
+        assert_refused_at(&dir.path().join("gencol.yaml"), &format!("{head}{tls}{tail}"), &[], line, message);
     }
 }

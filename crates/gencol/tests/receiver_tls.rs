@@ -147,14 +147,7 @@ fn tls_mistakes_are_refused_at_their_place() {
         (format!("    tls: {{cert_file: \"{cert}\"}}\n"), "key_file"),
     ];
     for (tls, message) in cases {
-        let path = dir.path().join("gencol.yaml");
-        std::fs::write(&path, config("http://127.0.0.1:9/v1/traces", &tls).replace("{GEN_PORT}", "4999")).unwrap();
-        let out = std::process::Command::new(gencol_bin()).arg("validate").arg("--config").arg(&path).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let want = format!("{}:4:", path.display());
-        assert!(
-            stderr.lines().any(|l| l.starts_with(&want) && l.contains(message)),
-            "expected `{want}...{message}` in:\n{stderr}"
-        );
+        let yaml = config("http://127.0.0.1:9/v1/traces", &tls).replace("{GEN_PORT}", "4999");
+        assert_refused_at(&dir.path().join("gencol.yaml"), &yaml, &[], 4, message);
     }
 }

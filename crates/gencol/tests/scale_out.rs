@@ -502,7 +502,7 @@ async fn failover(total: usize, stop: Stop) {
     let mut tally = SpanTally::default();
     wait_for_all(&sink, &mut tally, &want, Duration::from_secs(120)).await;
     let logs: Vec<String> = processing.iter().map(|p| p.stderr()).collect();
-    let shown = logs.iter().enumerate().map(|(i, l)| format!("processing {i}:\n{}", tail(l, 30))).collect::<String>();
+    let shown = logs.iter().enumerate().map(|(i, l)| format!("processing {i}:\n{}\n", tail(l, 30))).collect::<String>();
     // Partition ownership: a partition passes from one instance to another only once the
     // first is dead (SIGKILLed) or has said it lost the pin.
     let events = ownership(&logs);
@@ -553,11 +553,6 @@ async fn failover(total: usize, stop: Stop) {
     for (after, p) in &moves {
         assert!(*after <= 12.0, "partition {p} took {after:.1} s to move (pinned_ttl 5 s + a pull)");
     }
-}
-
-fn tail(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n") + "\n"
 }
 
 /// The partition gencol puts a trace in (gencol_nats::wire::partition of its SPEC §3 id).
@@ -641,15 +636,8 @@ fn nats_settings_mistakes_are_refused_at_their_place() {
         ("    consumer: {name: x}\n", 5, "setting of the nats receiver"),
     ];
     for (nats, line, message) in cases {
-        let path = dir.path().join("gencol.yaml");
-        std::fs::write(&path, format!("{head}{nats}{tail}")).unwrap();
-        let out = std::process::Command::new(gencol_bin()).arg("validate").arg("--config").arg(&path).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let want = format!("{}:{line}:", path.display());
-        assert!(
-            stderr.lines().any(|l| l.starts_with(&want) && l.contains(message)),
-            "expected `{want}...{message}` in:\n{stderr}"
-        );
+        let stderr =
+            assert_refused_at(&dir.path().join("gencol.yaml"), &format!("{head}{nats}{tail}"), &[], line, message);
         assert!(!stderr.contains("hunter2"), "{stderr}");
     }
 }

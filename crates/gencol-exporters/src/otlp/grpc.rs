@@ -35,7 +35,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use crate::http::{ClientTls, Destination, EXCERPT_BYTES, error_chain, redacted_url};
+use crate::http::{ClientTls, Destination, EXCERPT_BYTES, error_chain, log_partial_success, redacted_url};
 
 const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -155,9 +155,7 @@ impl OtlpGrpcSender {
                 if let Some(p) = response.into_inner().partial_success
                     && (p.rejected_spans != 0 || !p.error_message.is_empty())
                 {
-                    let message = self.destination.mask.excerpt(&p.error_message, EXCERPT_BYTES);
-                    let message = if message.is_empty() { "(no message)".to_owned() } else { message };
-                    tracing::warn!(exporter = %self.exporter, rejected_spans = p.rejected_spans, "destination accepted the batch partially: {message}");
+                    log_partial_success(&self.exporter, &self.destination.mask, p.rejected_spans, &p.error_message);
                 }
                 Ok("OK".to_owned())
             }

@@ -78,9 +78,7 @@ where
         let s = &self.settings;
         if let Some(Err(e)) = s.auth.as_ref().map(|auth| auth.check(req.headers())) {
             s.consumer.stats().refused(RefusedReason::Unauthorized, 1);
-            let message =
-                e.to_string().replace("`Authorization: Bearer <token>`", "`authorization: Bearer <token>` metadata");
-            return Either::Left(ready(Ok(Status::unauthenticated(message).into_http())));
+            return Either::Left(ready(Ok(Status::unauthenticated(e.grpc_message()).into_http())));
         }
         let (mut parts, body) = req.into_parts();
         let encoding =

@@ -34,6 +34,16 @@ pub(crate) enum AuthError {
     Invalid,
 }
 
+impl AuthError {
+    /// The same, worded for a gRPC client, which sends the token as metadata.
+    pub fn grpc_message(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing bearer token: send `authorization: Bearer <token>` metadata",
+            AuthError::Invalid => "invalid bearer token",
+        }
+    }
+}
+
 impl BearerAuth {
     pub fn new(tokens: Vec<String>) -> Result<Self, String> {
         if tokens.is_empty() {

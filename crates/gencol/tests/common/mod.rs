@@ -771,3 +771,29 @@ pub fn rfc3339(ns: u64) -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .expect("formattable")
 }
+
+/// Writes `yaml` to `path`, runs `gencol validate` on it (with `env`), and asserts it fails
+/// with an error at `path:line:` that contains `message`; returns its stderr.
+pub fn assert_refused_at(path: &Path, yaml: &str, env: &[(&str, &str)], line: u32, message: &str) -> String {
+    std::fs::write(path, yaml).expect("write config");
+    let out = Command::new(gencol_bin())
+        .arg("validate")
+        .arg("--config")
+        .arg(path)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run gencol");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let want = format!("{}:{line}:", path.display());
+    assert!(
+        stderr.lines().any(|l| l.starts_with(&want) && l.contains(message)),
+        "expected `{want}...{message}` in:\n{stderr}"
+    );
+    stderr
+}
+
+/// The last `n` lines of a log, for failure messages.
+pub fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
