@@ -196,6 +196,23 @@ pub trait Exporter: Send + Sync + 'static {
     /// Sends a test span or event marked `gencol.test_connection=true` with header
     /// `X-Test-Connection: true`; `Ok` carries a short description of the answer.
     fn test_connection(&self) -> BoxFuture<'_, Result<String, ExportError>>;
+    /// How large a batch may grow and how long it may wait to grow, when the engine's
+    /// (1,024 spans or 4 MiB, 10 ms) do not suit the destination: an object store wants
+    /// few large objects. The batch stays in the exporter's queue (on disk with a disk
+    /// queue) until `export` succeeds, so a long wait loses nothing a 202 promised.
+    fn batching(&self) -> Option<Batching> {
+        None
+    }
+}
+
+/// Batch limits an exporter asks for ([`Exporter::batching`]): a batch is sent when it
+/// reaches `max_spans` or `max_bytes` (of spans as queued, protobuf-encoded), or when its
+/// first span has waited `max_wait`, whichever comes first. Shutdown sends at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batching {
+    pub max_spans: usize,
+    pub max_bytes: usize,
+    pub max_wait: Duration,
 }
 
 /// Why a send failed, and whether sending again may help.

@@ -11,8 +11,8 @@ mod component;
 mod consumer;
 
 pub use component::{
-    BoxFuture, ComponentContext, ExportError, Exporter, ExporterConfig, ExporterFactory, Processor, ProcessorConfig,
-    ProcessorContext, ProcessorFactory, ReceiverConfig, ReceiverFactory,
+    Batching, BoxFuture, ComponentContext, ExportError, Exporter, ExporterConfig, ExporterFactory, Processor,
+    ProcessorConfig, ProcessorContext, ProcessorFactory, ReceiverConfig, ReceiverFactory,
 };
 pub use consumer::{
     AckToken, AckWait, Backpressure, Consumer, PIPELINE_BUDGET_BYTES, PipelineInput, PipelineMessage, Reservation,

@@ -1,16 +1,22 @@
 //! gencol's built-in exporters: `otlp` (any OTLP/HTTP backend: Axiom, Jaeger, Tempo,
 //! Honeycomb, an OpenTelemetry Collector), `ramp` (Ramp AI spend tracking, the same
-//! spans with a Ramp API key) and `debug` (span trees on stdout).
+//! spans with a Ramp API key), `raindrop` (events), `posthog` (PostHog LLM analytics
+//! `$ai_generation` events), `s3` (gzip NDJSON objects in any
+//! S3-compatible store), `nats` (a processing tier over JetStream) and `debug` (span trees
+//! on stdout).
 //!
 //! Each exporter only sends once and classifies failures; queueing, timeout, retry
 //! and `privacy_mode` are the engine's, the same for every exporter.
 
 mod debug;
+mod events;
 mod http;
 mod nats;
 mod otlp;
+mod posthog;
 mod raindrop;
 mod ramp;
+mod s3;
 
 use std::sync::Arc;
 
@@ -24,8 +30,10 @@ pub fn factories() -> Vec<Arc<dyn ExporterFactory>> {
         Arc::new(otlp::OtlpExporterFactory),
         Arc::new(ramp::RampExporterFactory),
         Arc::new(raindrop::RaindropExporterFactory),
+        Arc::new(posthog::PostHogExporterFactory),
         Arc::new(debug::DebugExporterFactory),
         Arc::new(nats::NatsExporterFactory),
+        Arc::new(s3::S3ExporterFactory),
     ]
 }
 

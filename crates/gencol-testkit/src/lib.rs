@@ -7,9 +7,11 @@
 //! connections), so exporters' retry and error paths can be tested end to end.
 //!
 //! Today: [`OtlpSink`], an OTLP/HTTP traces sink, which [`SinkOptions::ramp`] turns into a
-//! Ramp-like endpoint (Ramp's path, bearer API key required), and [`RaindropSink`], a
-//! Raindrop-like events ingest that refuses what the real one refuses. The listener,
-//! scripting and journal machinery is shared so every endpoint behaves the same way.
+//! Ramp-like endpoint (Ramp's path, bearer API key required), [`RaindropSink`], a
+//! Raindrop-like events ingest that refuses what the real one refuses, and [`PostHogSink`],
+//! a PostHog-like capture endpoint that checks every `$ai_generation` event against
+//! PostHog's schema. The listener, scripting and journal machinery is shared so every
+//! endpoint behaves the same way; the two events endpoints share [`EventsSink`] too.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -26,14 +28,18 @@
 //! # }
 //! ```
 
+mod events;
 mod otlp_json;
 pub mod otlp_sink;
+pub mod posthog;
 pub mod pretty;
 pub mod raindrop;
 pub mod ramp;
 mod server;
 
+pub use events::{EventsRequest, EventsSink};
 pub use otlp_sink::{DEFAULT_TRACES_PATH, Encoding, OtlpSink, ReceivedRequest, ReceivedSpan, SinkOptions, TlsIdentity};
+pub use posthog::{POSTHOG_BATCH_PATH, POSTHOG_MAX_BODY_BYTES, PostHogOptions, PostHogRequest, PostHogSink};
 pub use raindrop::{
     RAINDROP_MAX_BODY_BYTES, RAINDROP_MAX_TEXT_CHARS, RAINDROP_TRACK_PATH, RaindropOptions, RaindropRequest,
     RaindropSink,

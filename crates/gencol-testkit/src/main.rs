@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use gencol_testkit::pretty::render_request;
 use gencol_testkit::ramp::RAMP_PATH;
-use gencol_testkit::{Answer, OtlpSink, RaindropOptions, RaindropSink, SinkOptions, masked_header_value};
+use gencol_testkit::{
+    Answer, EventsSink, OtlpSink, PostHogOptions, PostHogSink, RaindropOptions, RaindropSink, SinkOptions,
+    masked_header_value,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "gencol-testkit", version, about = "Local fake destinations for trying and testing gencol pipelines")]
@@ -27,6 +30,9 @@ enum Command {
     /// Run a Raindrop-like events endpoint (POST /v1/events/track) that enforces the real
     /// ingest's rules (bearer write key, strict event keys, 1 MiB) and prints each event.
     Raindrop(RaindropArgs),
+    /// Run a PostHog-like capture endpoint (POST /batch/) that checks the project API key
+    /// and every $ai_generation event against PostHog's schema, and prints each event.
+    Posthog(PostHogArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +73,19 @@ struct RaindropArgs {
     /// RAINDROP_WRITE_KEY environment variable, so the key stays out of the process list).
     #[arg(long, value_name = "KEY")]
     write_key: Option<String>,
+    #[command(flatten)]
+    misbehaviour: Misbehaviour,
+}
+
+#[derive(Debug, Args)]
+struct PostHogArgs {
+    /// Address to listen on; point the `posthog` exporter's host at http://ADDR.
+    #[arg(long, default_value = "127.0.0.1:4323")]
+    listen: SocketAddr,
+    /// The project API key bodies must carry as `api_key` (default: the POSTHOG_API_KEY
+    /// environment variable, so the key stays out of the process list).
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
     #[command(flatten)]
     misbehaviour: Misbehaviour,
 }
@@ -154,15 +173,8 @@ async fn run_otlp(args: OtlpArgs) -> Result<(), String> {
 
 /// The Ramp-like endpoint is the OTLP sink with Ramp's path and bearer key.
 async fn run_ramp(args: RampArgs) -> Result<(), String> {
-    let api_key = match args.api_key {
-        Some(key) => key,
-        None => std::env::var("RAMP_API_KEY")
-            .map_err(|_| "give the key to require with --api-key KEY or the RAMP_API_KEY variable".to_owned())?,
-    };
-    if api_key.trim().is_empty() {
-        return Err("the API key to require is empty".to_owned());
-    }
-    let opts = SinkOptions::ramp(api_key.trim()).addr(args.listen);
+    let api_key = required_key(args.api_key, "--api-key", "RAMP_API_KEY", "API key")?;
+    let opts = SinkOptions::ramp(&api_key).addr(args.listen);
     let notes = [format!("requiring Authorization: Bearer *** (the given key); others get 401 (path {RAMP_PATH})")];
     serve("ramp", opts, &args.misbehaviour, &notes).await
 }
@@ -204,32 +216,60 @@ async fn serve(name: &str, opts: SinkOptions, misbehaviour: &Misbehaviour, notes
     Ok(())
 }
 
+/// The key a fake destination requires: the flag's value, else the environment variable's
+/// (which keeps it out of the process list), trimmed.
+fn required_key(given: Option<String>, flag: &str, var: &str, what: &str) -> Result<String, String> {
+    let key = match given {
+        Some(key) => key,
+        None => std::env::var(var)
+            .map_err(|_| format!("give the {what} to require with {flag} KEY or the {var} variable"))?,
+    };
+    if key.trim().is_empty() {
+        return Err(format!("the {what} to require is empty"));
+    }
+    Ok(key.trim().to_owned())
+}
+
 /// Runs the Raindrop-like endpoint until Ctrl-C, printing every request and its events.
 async fn run_raindrop(args: RaindropArgs) -> Result<(), String> {
-    let write_key = match args.write_key {
-        Some(key) => key,
-        None => std::env::var("RAINDROP_WRITE_KEY").map_err(|_| {
-            "give the write key to require with --write-key KEY or the RAINDROP_WRITE_KEY variable".to_owned()
-        })?,
-    };
-    if write_key.trim().is_empty() {
-        return Err("the write key to require is empty".to_owned());
-    }
+    let write_key = required_key(args.write_key, "--write-key", "RAINDROP_WRITE_KEY", "write key")?;
     let (fallback, script) = args.misbehaviour.answers();
-    let mut opts = RaindropOptions::new(write_key.trim()).addr(args.listen);
+    let mut opts = RaindropOptions::new(write_key).addr(args.listen);
     if let Some(answer) = fallback {
         opts = opts.fallback(answer);
     }
     let sink = RaindropSink::start_with(opts).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     sink.script(script);
-    let started = Instant::now();
     println!("gencol-testkit raindrop: listening on {} (base_url for the raindrop exporter)", sink.url());
-    for note in args.misbehaviour.describe() {
+    let notes = ["requiring Authorization: Bearer *** (the given key); others get 401".to_owned()];
+    follow_events(&sink, &args.misbehaviour, &notes).await
+}
+
+/// Runs the PostHog-like endpoint until Ctrl-C, printing every request and its events.
+async fn run_posthog(args: PostHogArgs) -> Result<(), String> {
+    let api_key = required_key(args.api_key, "--api-key", "POSTHOG_API_KEY", "project API key")?;
+    let (fallback, script) = args.misbehaviour.answers();
+    let mut opts = PostHogOptions::new(api_key).addr(args.listen);
+    if let Some(answer) = fallback {
+        opts = opts.fallback(answer);
+    }
+    let sink = PostHogSink::start_with(opts).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    sink.script(script);
+    println!("gencol-testkit posthog: listening on {} (host for the posthog exporter)", sink.url());
+    let notes = [
+        "requiring \"api_key\": \"***\" (the given key) in every body; others get 401".to_owned(),
+        "checking every event against PostHog's $ai_generation schema; others get 400".to_owned(),
+    ];
+    follow_events(&sink, &args.misbehaviour, &notes).await
+}
+
+/// Prints every request an events endpoint receives, and its events, until Ctrl-C.
+async fn follow_events(sink: &EventsSink, misbehaviour: &Misbehaviour, notes: &[String]) -> Result<(), String> {
+    for note in misbehaviour.describe().iter().chain(notes) {
         println!("  {note}");
     }
-    println!("  requiring Authorization: Bearer *** (the given key); others get 401");
     println!("  press Ctrl-C to stop");
-
+    let started = Instant::now();
     let mut seen = 0;
     let mut accepted_events = 0;
     loop {
@@ -250,7 +290,6 @@ async fn run_raindrop(args: RaindropArgs) -> Result<(), String> {
         }
     }
     println!("stopped: {seen} requests, {accepted_events} events accepted");
-    sink.shutdown();
     Ok(())
 }
 
@@ -261,6 +300,7 @@ async fn main() -> ExitCode {
         Command::Otlp(args) => run_otlp(args).await,
         Command::Ramp(args) => run_ramp(args).await,
         Command::Raindrop(args) => run_raindrop(args).await,
+        Command::Posthog(args) => run_posthog(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

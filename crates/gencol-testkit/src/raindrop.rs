@@ -8,19 +8,15 @@
 //! field in its 400, records every request (refused ones included) and, like the OTLP sink,
 //! can be scripted to answer 429/5xx, slowly, or not at all.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::ops::Deref;
 
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::server::{
-    Answer, DEFAULT_MAX_BODY_BYTES, Gate, Handler, Journal, Listener, Outcome, PendingGuard, ReadRequest, Rejection,
-    Reply, RequestHead, Script, masked_header_value, media_type,
-};
+use crate::events::{EventsRequest, EventsSink, Ingest, cut};
+use crate::server::{Answer, Gate, Rejection, RequestHead, media_type};
 
 /// The only path the ingest serves for events.
 pub const RAINDROP_TRACK_PATH: &str = "/v1/events/track";
@@ -35,9 +31,6 @@ const AI_DATA_KEYS: [&str; 4] = ["model", "input", "output", "convo_id"];
 const ATTACHMENT_KEYS: [&str; 5] = ["type", "value", "role", "name", "language"];
 const ATTACHMENT_TYPES: [&str; 4] = ["code", "text", "image", "iframe"];
 const ATTACHMENT_ROLES: [&str; 2] = ["input", "output"];
-
-/// Longest string printed in full by [`RaindropRequest::render`].
-const MAX_PRINTED_CHARS: usize = 240;
 
 /// Settings of a [`RaindropSink`].
 #[derive(Clone)]
@@ -84,89 +77,8 @@ impl RaindropOptions {
     }
 }
 
-/// One request as the sink saw it, kept whatever the answer was.
-#[derive(Clone, Debug)]
-pub struct RaindropRequest {
-    /// HTTP method, e.g. `POST`.
-    pub method: String,
-    /// Request path without the query.
-    pub path: String,
-    /// Headers with lower-cased names; repeated headers are joined with `", "`.
-    pub headers: BTreeMap<String, String>,
-    /// The body as received (empty when it was too large to read at all).
-    pub body: Bytes,
-    /// Length of the body in bytes, as received.
-    pub body_len: usize,
-    /// The events, when the body obeyed every rule of the ingest.
-    pub events: Option<Vec<Value>>,
-    /// Why the body breaks the ingest's rules, if it does.
-    pub error: Option<String>,
-    /// When the request head arrived; differences between retries show the back-off.
-    pub received_at: Instant,
-    /// What the sink answered.
-    pub answer: Outcome,
-}
-
-impl RaindropRequest {
-    /// A header value by case-insensitive name.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
-    }
-
-    /// The HTTP status answered, if a response was sent.
-    pub fn status(&self) -> Option<u16> {
-        self.answer.status()
-    }
-
-    /// Whether the sink told the client its events were accepted (2xx).
-    pub fn is_success(&self) -> bool {
-        self.answer.is_success()
-    }
-
-    /// Number of valid events in the body (0 when the body broke a rule).
-    pub fn event_count(&self) -> usize {
-        self.events.as_ref().map_or(0, Vec::len)
-    }
-
-    /// A summary for people: status, size, headers with secrets masked, why it was refused,
-    /// and each event with long texts cut. Ends with a newline.
-    pub fn render(&self, number: usize, since: Instant) -> String {
-        let mut out = String::new();
-        let elapsed = self.received_at.saturating_duration_since(since).as_secs_f64();
-        let answer = match &self.answer {
-            Outcome::Replied { status, .. } => status.to_string(),
-            Outcome::Closed => "closed (no response, as scripted)".to_owned(),
-            Outcome::Abandoned => "abandoned (client went away before the answer)".to_owned(),
-            Outcome::Pending => "pending".to_owned(),
-        };
-        let _ = writeln!(
-            out,
-            "#{number} +{elapsed:.3}s {} {} -> {answer} | {} B | {} events",
-            self.method,
-            self.path,
-            self.body_len,
-            self.event_count()
-        );
-        let headers: Vec<String> =
-            self.headers.iter().map(|(name, value)| format!("{name}={}", masked_header_value(name, value))).collect();
-        let _ = writeln!(out, "   headers: {}", headers.join(", "));
-        if let Outcome::Replied { status, body, .. } = &self.answer
-            && !(200..300).contains(status)
-            && !body.is_empty()
-        {
-            let _ = writeln!(out, "   answer: {}", cut(String::from_utf8_lossy(body).trim()));
-        }
-        if let Some(error) = &self.error
-            && self.is_success()
-        {
-            let _ = writeln!(out, "   body breaks the ingest's rules (accepted only because scripted): {error}");
-        }
-        for event in self.events.iter().flatten() {
-            render_event(&mut out, event);
-        }
-        out
-    }
-}
+/// One request as the Raindrop-like sink saw it.
+pub type RaindropRequest = EventsRequest;
 
 fn render_event(out: &mut String, event: &Value) {
     let field = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or("?");
@@ -185,17 +97,6 @@ fn render_event(out: &mut String, event: &Value) {
     }
     if let Some(properties) = event.get("properties") {
         let _ = writeln!(out, "     properties: {}", cut(&properties.to_string()));
-    }
-}
-
-/// Long strings (prompts, completions) cut so a delivery stays readable, with their length.
-fn cut(s: &str) -> String {
-    let count = s.chars().count();
-    if count <= MAX_PRINTED_CHARS {
-        s.to_owned()
-    } else {
-        let head: String = s.chars().take(MAX_PRINTED_CHARS).collect();
-        format!("{head}…({count} chars)")
     }
 }
 
@@ -331,23 +232,12 @@ pub fn is_utc_millis(s: &str) -> bool {
     (1..=days).contains(&day) && num(11, 13) < 24 && num(14, 16) < 60 && num(17, 19) < 60
 }
 
-fn accepted_events(requests: &[RaindropRequest]) -> Vec<Value> {
-    requests.iter().filter(|r| r.is_success()).filter_map(|r| r.events.as_ref()).flatten().cloned().collect()
-}
-
-/// A running Raindrop-like ingest on the loopback interface. Dropping it (or calling
-/// [`RaindropSink::shutdown`]) stops the server and closes open connections.
+/// A running Raindrop-like ingest on the loopback interface; what it received and how it
+/// answered is read through [`EventsSink`], which it dereferences to. Dropping it (or
+/// calling [`RaindropSink::shutdown`]) stops the server and closes open connections.
 #[derive(Debug)]
 pub struct RaindropSink {
-    listener: Listener,
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    gate: Gate,
-    script: Script,
-    journal: Journal<RaindropRequest>,
+    sink: EventsSink,
 }
 
 impl RaindropSink {
@@ -358,78 +248,17 @@ impl RaindropSink {
 
     /// Starts a sink with the given options.
     pub async fn start_with(opts: RaindropOptions) -> std::io::Result<RaindropSink> {
-        let inner = Arc::new(Inner {
-            gate: Gate {
-                path: RAINDROP_TRACK_PATH.to_owned(),
-                expect_header: Some(("authorization".to_owned(), format!("Bearer {}", opts.write_key))),
-            },
-            script: Script::new(opts.fallback),
-            journal: Journal::new(),
-        });
-        let handler_inner = inner.clone();
-        let handler: Handler = Arc::new(move |req| Box::pin(handle(handler_inner.clone(), req)));
-        // The listener reads far more than 1 MiB so an oversized body is recorded with its
-        // real size (tests assert on it) before being refused with 413.
-        let listener = Listener::start(opts.addr, DEFAULT_MAX_BODY_BYTES, handler).await?;
-        Ok(RaindropSink { listener, inner })
-    }
-
-    /// The bound address (with the real port when port 0 was asked for).
-    pub fn addr(&self) -> SocketAddr {
-        self.listener.addr()
-    }
-
-    /// The base URL to configure as the exporter's `base_url` (`http://127.0.0.1:PORT`).
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        let gate = Gate {
+            path: RAINDROP_TRACK_PATH.to_owned(),
+            expect_header: Some(("authorization".to_owned(), format!("Bearer {}", opts.write_key))),
+        };
+        let sink = EventsSink::start(opts.addr, gate, opts.fallback, Box::new(RaindropIngest)).await?;
+        Ok(RaindropSink { sink })
     }
 
     /// The full events URL (`{url}/v1/events/track`).
     pub fn track_url(&self) -> String {
         format!("{}{RAINDROP_TRACK_PATH}", self.url())
-    }
-
-    /// Queues answers for the next requests that pass the path/method/key checks, in order;
-    /// once used up, the fallback (normally the ingest's own verdict) applies again.
-    pub fn script(&self, answers: impl IntoIterator<Item = Answer>) {
-        self.inner.script.push(answers);
-    }
-
-    /// Every request received so far, in arrival order, including refused ones.
-    pub fn requests(&self) -> Vec<RaindropRequest> {
-        self.inner.journal.snapshot()
-    }
-
-    /// Events of the requests that were answered 2xx: what Raindrop would have stored.
-    /// Retried batches that were refused first appear once per successful delivery.
-    pub fn events(&self) -> Vec<Value> {
-        accepted_events(&self.inner.journal.snapshot())
-    }
-
-    /// Waits until at least `n` events were accepted, or `timeout` passed; returns the
-    /// accepted events either way, so the test's own assertion explains what is missing.
-    pub async fn wait_for_events(&self, n: usize, timeout: Duration) -> Vec<Value> {
-        let found = self
-            .inner
-            .journal
-            .wait_until(timeout, |requests| {
-                let events = accepted_events(requests);
-                (events.len() >= n).then_some(events)
-            })
-            .await;
-        found.unwrap_or_else(|| self.events())
-    }
-
-    /// Waits until at least `n` requests were received and answered, or `timeout` passed;
-    /// returns all requests either way.
-    pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Vec<RaindropRequest> {
-        self.inner.journal.wait_for_answered(n, timeout).await
-    }
-
-    /// Waits for the `index`-th request (0-based) to be answered; `None` if it has not been
-    /// by `timeout`. Lets a printer follow requests one by one.
-    pub async fn wait_for_request(&self, index: usize, timeout: Duration) -> Option<RaindropRequest> {
-        self.inner.journal.wait_for_index(index, timeout).await
     }
 
     /// Stops the server; same as dropping the sink.
@@ -438,89 +267,50 @@ impl RaindropSink {
     }
 }
 
-/// The ingest's verdict on a body that got past the path, method and key checks.
-fn verdict(head: &RequestHead, raw: &Result<Bytes, Rejection>) -> Result<Vec<Value>, Rejection> {
-    let body = raw.as_ref().map_err(Clone::clone)?;
-    if body.len() > RAINDROP_MAX_BODY_BYTES {
-        return Err(Rejection::new(
-            413,
-            format!("body is {} bytes, over the limit of {RAINDROP_MAX_BODY_BYTES}", body.len()),
-        ));
+impl Deref for RaindropSink {
+    type Target = EventsSink;
+
+    fn deref(&self) -> &EventsSink {
+        &self.sink
     }
-    match head.header("content-type").map(media_type) {
-        Some(t) if t == "application/json" => {}
-        Some(t) => return Err(Rejection::new(400, format!("Content-Type must be application/json, got {t}"))),
-        None => return Err(Rejection::new(400, "Content-Type must be application/json")),
-    }
-    if let Some(encoding) = head.header("content-encoding").filter(|e| !e.eq_ignore_ascii_case("identity")) {
-        return Err(Rejection::new(400, format!("Content-Encoding {encoding} is not accepted: send plain JSON")));
-    }
-    check_batch(body).map_err(|message| Rejection::new(400, message))
 }
 
-fn error_body(message: &str) -> (Vec<(String, String)>, Bytes) {
-    let body = serde_json::json!({"error": message}).to_string();
-    (vec![("content-type".to_owned(), "application/json".to_owned())], Bytes::from(body))
-}
+/// Raindrop's ingest rules (RAINDROP.md).
+#[derive(Debug)]
+struct RaindropIngest;
 
-/// The response for a request that passed the gate, given the scripted (or default) answer.
-fn compose(answer: Answer, verdict: &Result<Vec<Value>, Rejection>) -> Reply {
-    let (status, (mut headers, mut body)) = match (answer.status, verdict) {
-        (Some(status), _) if (200..300).contains(&status) => (status, (Vec::new(), Bytes::new())),
-        (Some(status), _) => (status, error_body(&format!("gencol-testkit: scripted status {status}"))),
-        (None, Ok(_)) => (204, (Vec::new(), Bytes::new())),
-        (None, Err(rejection)) => (rejection.status, error_body(&rejection.message)),
-    };
-    if let Some(custom) = answer.body {
-        body = custom;
-        headers = vec![("content-type".to_owned(), "text/plain; charset=utf-8".to_owned())];
-    }
-    if answer.headers.iter().any(|(n, _)| n == "content-type") {
-        headers.retain(|(n, _)| n != "content-type");
-    }
-    headers.extend(answer.headers);
-    Reply::Respond { status, headers, body }
-}
-
-fn set_answer(request: &mut RaindropRequest, outcome: Outcome) {
-    request.answer = outcome;
-}
-
-async fn handle(inner: Arc<Inner>, req: ReadRequest) -> Reply {
-    let ReadRequest { head, body: raw } = req;
-    let verdict = verdict(&head, &raw);
-    let body = raw.unwrap_or_default();
-    let record = RaindropRequest {
-        method: head.method.clone(),
-        path: head.path.clone(),
-        headers: head.headers.clone(),
-        body_len: body.len(),
-        body,
-        events: verdict.as_ref().ok().cloned(),
-        error: verdict.as_ref().err().map(|r| r.message.clone()),
-        received_at: head.received_at,
-        answer: Outcome::Pending,
-    };
-    let index = inner.journal.push(record);
-    let guard = PendingGuard::new(&inner.journal, index, set_answer);
-
-    let reply = if let Some(rejection) = inner.gate.check(&head) {
-        let (headers, body) = error_body(&rejection.message);
-        Reply::Respond { status: rejection.status, headers, body }
-    } else {
-        let answer = inner.script.next().unwrap_or_default();
-        if let Some(delay) = answer.delay {
-            tokio::time::sleep(delay).await;
+impl Ingest for RaindropIngest {
+    fn verdict(&self, head: &RequestHead, raw: &Result<Bytes, Rejection>) -> Result<Vec<Value>, Rejection> {
+        let body = raw.as_ref().map_err(Clone::clone)?;
+        if body.len() > RAINDROP_MAX_BODY_BYTES {
+            return Err(Rejection::new(
+                413,
+                format!("body is {} bytes, over the limit of {RAINDROP_MAX_BODY_BYTES}", body.len()),
+            ));
         }
-        if answer.close { Reply::Close } else { compose(answer, &verdict) }
-    };
-    guard.finish(reply.outcome());
-    reply
-}
+        match head.header("content-type").map(media_type) {
+            Some(t) if t == "application/json" => {}
+            Some(t) => return Err(Rejection::new(400, format!("Content-Type must be application/json, got {t}"))),
+            None => return Err(Rejection::new(400, "Content-Type must be application/json")),
+        }
+        if let Some(encoding) = head.header("content-encoding").filter(|e| !e.eq_ignore_ascii_case("identity")) {
+            return Err(Rejection::new(400, format!("Content-Encoding {encoding} is not accepted: send plain JSON")));
+        }
+        check_batch(body).map_err(|message| Rejection::new(400, message))
+    }
 
-impl crate::server::Answered for RaindropRequest {
-    fn outcome(&self) -> &Outcome {
-        &self.answer
+    /// 204 without a body.
+    fn accepted(&self) -> (u16, Vec<(String, String)>, Bytes) {
+        (204, Vec::new(), Bytes::new())
+    }
+
+    fn refusal(&self, message: &str) -> (Vec<(String, String)>, Bytes) {
+        let body = serde_json::json!({"error": message}).to_string();
+        (vec![("content-type".to_owned(), "application/json".to_owned())], Bytes::from(body))
+    }
+
+    fn describer(&self) -> fn(&mut String, &Value) {
+        render_event
     }
 }
 

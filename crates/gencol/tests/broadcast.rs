@@ -244,3 +244,46 @@ async fn the_new_relic_pipeline_sends_the_license_key() {
     let env = [("NEW_RELIC_LICENSE_KEY", "nr-license-0123456789abcdef"), ("NEW_RELIC_OTLP_ENDPOINT", "")];
     ready_pipeline("new-relic.yaml", "/v1/traces", ("api-key", "nr-license-0123456789abcdef"), &[], &env).await;
 }
+
+#[tokio::test]
+async fn the_datadog_pipeline_sends_the_api_key_to_llm_observability() {
+    let env =
+        [("DD_API_KEY", "dd-api-0123456789abcdef"), ("DD_LLMOBS_ML_APP", "chatbot"), ("DATADOG_OTLP_ENDPOINT", "")];
+    let headers = [("dd-otlp-source", "llmobs"), ("dd-ml-app", "chatbot"), ("content-type", "application/x-protobuf")];
+    ready_pipeline("datadog.yaml", "/v1/traces", ("dd-api-key", "dd-api-0123456789abcdef"), &headers, &env).await;
+}
+
+#[tokio::test]
+async fn the_arize_phoenix_pipeline_sends_the_api_key_as_a_bearer_token() {
+    let env = [("PHOENIX_API_KEY", "phx-key-0123456789abcdef"), ("PHOENIX_OTLP_ENDPOINT", "")];
+    let headers = [("content-type", "application/x-protobuf")];
+    let auth = "Bearer phx-key-0123456789abcdef";
+    ready_pipeline("arize-phoenix.yaml", "/s/my-space/v1/traces", ("authorization", auth), &headers, &env).await;
+}
+
+#[tokio::test]
+async fn the_braintrust_pipeline_sends_the_key_and_the_project_as_parent() {
+    let env = [
+        ("BRAINTRUST_API_KEY", "bt-key-0123456789abcdef"),
+        ("BRAINTRUST_PARENT", "project_name:support-bot"),
+        ("BRAINTRUST_OTLP_ENDPOINT", ""),
+    ];
+    let headers = [("x-bt-parent", "project_name:support-bot")];
+    let auth = "Bearer bt-key-0123456789abcdef";
+    ready_pipeline("braintrust.yaml", "/otel/v1/traces", ("authorization", auth), &headers, &env).await;
+}
+
+#[tokio::test]
+async fn the_langsmith_pipeline_sends_the_key_and_the_project() {
+    let env = [("LANGSMITH_API_KEY", "lsv2_pt_0123456789abcdef"), ("LANGSMITH_OTLP_ENDPOINT", "")];
+    let headers = [("langsmith-project", "gencol")];
+    ready_pipeline("langsmith.yaml", "/otel/v1/traces", ("x-api-key", "lsv2_pt_0123456789abcdef"), &headers, &env)
+        .await;
+}
+
+#[tokio::test]
+async fn the_sentry_pipeline_sends_the_public_key_in_x_sentry_auth() {
+    let env = [("SENTRY_PUBLIC_KEY", "0123456789abcdef0123456789abcdef"), ("SENTRY_OTLP_ENDPOINT", "")];
+    let auth = "sentry sentry_key=0123456789abcdef0123456789abcdef";
+    ready_pipeline("sentry.yaml", "/api/4509/integration/otlp/v1/traces", ("x-sentry-auth", auth), &[], &env).await;
+}

@@ -275,6 +275,7 @@ fn shipped_pipelines_validate() {
             .env("AXIOM_DATASET", "test")
             .env("RAMP_API_KEY", "rk-test")
             .env("RAINDROP_WRITE_KEY", "rd-test")
+            .env("POSTHOG_API_KEY", "phc_test")
             .env("LANGFUSE_PUBLIC_KEY", "pk-lf-test")
             .env("LANGFUSE_SECRET_KEY", "sk-lf-test")
             .env("HONEYCOMB_API_KEY", "hc-test")
@@ -282,6 +283,14 @@ fn shipped_pipelines_validate() {
             .env("GRAFANA_OTLP_ENDPOINT", "https://otlp-gateway-prod-eu-west-2.grafana.net/otlp/v1/traces")
             .env("GRAFANA_INSTANCE_ID", "123456")
             .env("GRAFANA_API_TOKEN", "glc_test")
+            .env("DD_API_KEY", "dd-test")
+            .env("PHOENIX_OTLP_ENDPOINT", "https://app.phoenix.arize.com/s/test/v1/traces")
+            .env("PHOENIX_API_KEY", "phx-test")
+            .env("BRAINTRUST_API_KEY", "bt-test")
+            .env("LANGSMITH_API_KEY", "ls-test")
+            .env("SENTRY_OTLP_ENDPOINT", "https://o1.ingest.sentry.io/api/2/integration/otlp/v1/traces")
+            .env("SENTRY_PUBLIC_KEY", "sentry-test")
+            .env("S3_BUCKET", "gencol-archive")
             .output()
             .unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));

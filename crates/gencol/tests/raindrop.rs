@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -60,10 +59,7 @@ fn start(sink: &RaindropSink, exporter_extra: &str) -> Gencol {
 
 /// Stops gencol (it must exit cleanly) and returns everything it wrote, checked for the key.
 fn logs(gencol: &mut Gencol) -> String {
-    assert!(gencol.stop(), "gencol exits 0 on SIGTERM:\n{}", gencol.stderr());
-    let logs = format!("{}\n{}", gencol.stdout(), gencol.stderr());
-    assert!(!logs.contains(KEY), "the write key leaked into the logs:\n{logs}");
-    logs
+    gencol.logs_without(KEY)
 }
 
 /// Waits a little past the group window, so anything else that was going to arrive has.
@@ -121,27 +117,7 @@ async fn the_seed_example_arrives_as_the_documented_event() {
 async fn a_genai_span_received_over_otlp_becomes_an_event() {
     let sink = RaindropSink::start(KEY).await.unwrap();
     let mut gencol = start(&sink, "");
-    let input = json!([{"role": "user", "parts": [{"type": "text", "content": "What time is it?"}]}]).to_string();
-    let output =
-        json!([{"role": "assistant", "parts": [{"type": "text", "content": "Ten."}], "finish_reason": "stop"}])
-            .to_string();
-    let s = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
-    let i = |k: &str, v: i64| json!({"key": k, "value": {"intValue": v.to_string()}});
-    let body = json!({"resourceSpans": [{"resource": {"attributes": [s("service.name", "assistant-web")]},
-        "scopeSpans": [{"scope": {"name": "openllmetry"}, "spans": [
-            {"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "name": "HTTP POST /chat", "kind": 2,
-             "startTimeUnixNano": "1795341599000000000", "endTimeUnixNano": "1795341602000000000",
-             "attributes": [s("http.request.method", "POST")]},
-            {"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b8", "parentSpanId": "00f067aa0ba902b7",
-             "name": "chat gpt-4o", "kind": 3,
-             "startTimeUnixNano": "1795341600000000000", "endTimeUnixNano": "1795341601500000000",
-             "attributes": [s("gen_ai.operation.name", "chat"), s("gen_ai.provider.name", "openai"),
-                            s("gen_ai.request.model", "gpt-4o"), s("gen_ai.response.model", "gpt-4o-2024-08-06"),
-                            s("gen_ai.response.id", "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT"),
-                            i("gen_ai.usage.input_tokens", 12), i("gen_ai.usage.output_tokens", 3),
-                            s("user.id", "user_35"), s("session.id", "session_abc"),
-                            s("trace.metadata.feature", "assistant"),
-                            s("gen_ai.input.messages", &input), s("gen_ai.output.messages", &output)]}]}]}]});
+    let body = genai_otlp_request("chat gpt-4o");
     let (status, answer) = post_json(&gencol.otlp_url(), &body).await;
     assert_eq!(status, 200, "{answer}");
 
@@ -270,21 +246,11 @@ async fn many_generations_go_in_batches_of_batch_size() {
 
 /// `gencol test-connection` on the shipped pipeline: what the seed's "Test Connection" does.
 fn test_connection(base_url: &str, key: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("raindrop-test.yaml");
-    std::fs::write(&config, "exporters:\n  raindrop:\n    timeout: 5s\n").unwrap();
-    let out = Command::new(gencol_bin())
-        .args(["test-connection", "--config"])
-        .arg(raindrop_yaml())
-        .arg("--config")
-        .arg(&config)
-        .env("RAINDROP_WRITE_KEY", key)
-        .env("RAINDROP_BASE_URL", base_url)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    shipped_connection_test(
+        &raindrop_yaml(),
+        "raindrop",
+        &[("RAINDROP_WRITE_KEY", key), ("RAINDROP_BASE_URL", base_url)],
+    )
 }
 
 #[tokio::test]

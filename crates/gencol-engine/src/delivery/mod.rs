@@ -475,6 +475,8 @@ pub(crate) async fn run_exporter(
     handover: CancellationToken,
 ) {
     let pause = settings.retry.max_interval.0;
+    let asked = exporter.batching();
+    let limit = asked.map_or(MAX_BATCH, |b| BatchLimit { spans: b.max_spans.max(1), bytes: b.max_bytes.max(1) });
     let mut delivery = ServiceBuilder::new()
         .layer(ConcurrencyLimitLayer::new(settings.queue.consumers.max(1)))
         .layer(SettleLayer::new(&id, queue.clone(), stats.clone(), pause, stop.clone()))
@@ -496,7 +498,7 @@ pub(crate) async fn run_exporter(
             break;
         }
         let taken = tokio::select! {
-            b = queue.pop(MAX_BATCH) => b,
+            b = queue.pop(limit) => b,
             _ = stop.cancelled() => None,
             _ = handover.cancelled() => None,
         };
@@ -506,18 +508,38 @@ pub(crate) async fn run_exporter(
         // arrives within BATCH_LINGER joins this batch; a full batch, and shutdown,
         // never wait. A batch receivers are waiting on (`confirms_delivery`) waits less,
         // ACK_LINGER: their answers wait with it.
-        if taken.items.len() < MAX_BATCH.spans && taken.bytes < MAX_BATCH.bytes && !queue.is_closed() {
-            let linger = if taken.acks.is_empty() { BATCH_LINGER } else { ACK_LINGER };
-            tokio::select! {
-                _ = tokio::time::sleep(linger) => {}
-                _ = stop.cancelled() => {}
-                _ = handover.cancelled() => {}
-            }
-            while let Some(more) = queue.take(MAX_BATCH.after(taken.items.len(), taken.bytes)) {
-                taken.items.extend(more.items);
-                taken.bytes += more.bytes;
-                taken.seqs.extend(more.seqs);
-                taken.acks.extend(more.acks);
+        if taken.items.len() < limit.spans && taken.bytes < limit.bytes && !queue.is_closed() {
+            match asked {
+                // An exporter's own wait (an object store's object age) is long: the batch
+                // goes as soon as it is full, so the queue is looked at while it waits.
+                Some(b) => {
+                    let due = tokio::time::Instant::now() + b.max_wait;
+                    loop {
+                        gather(&queue, limit, &mut taken);
+                        if taken.items.len() >= limit.spans || taken.bytes >= limit.bytes || queue.is_closed() {
+                            break;
+                        }
+                        let wake = due.min(tokio::time::Instant::now() + GATHER_POLL);
+                        let waited = tokio::select! {
+                            _ = tokio::time::sleep_until(wake) => wake < due,
+                            _ = stop.cancelled() => false,
+                            _ = handover.cancelled() => false,
+                        };
+                        if !waited {
+                            gather(&queue, limit, &mut taken);
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    let linger = if taken.acks.is_empty() { BATCH_LINGER } else { ACK_LINGER };
+                    tokio::select! {
+                        _ = tokio::time::sleep(linger) => {}
+                        _ = stop.cancelled() => {}
+                        _ = handover.cancelled() => {}
+                    }
+                    gather(&queue, limit, &mut taken);
+                }
             }
         }
         // The future holds the send slot until the batch is settled.
@@ -525,6 +547,19 @@ pub(crate) async fn run_exporter(
         while sends.try_join_next().is_some() {}
     }
     while sends.join_next().await.is_some() {}
+}
+
+/// How often a batch waiting for an exporter's own [`crate::Batching::max_wait`] looks for more.
+const GATHER_POLL: Duration = Duration::from_millis(50);
+
+/// Adds to `taken` what the queue holds, up to `limit`.
+fn gather(queue: &Queue, limit: BatchLimit, taken: &mut Taken) {
+    while let Some(more) = queue.take(limit.after(taken.items.len(), taken.bytes)) {
+        taken.items.extend(more.items);
+        taken.bytes += more.bytes;
+        taken.seqs.extend(more.seqs);
+        taken.acks.extend(more.acks);
+    }
 }
 
 /// What the pipeline uses to hand a batch to one exporter.
@@ -783,6 +818,67 @@ mod tests {
         assert_eq!(exporter.most.load(Ordering::SeqCst), 2);
         assert_eq!(stats.snapshot()[0], 100);
         assert!(queue.len() == 0);
+    }
+
+    /// Records each batch's size and when it was sent, asking for batches of 25 spans
+    /// that may wait 5 s.
+    #[derive(Default)]
+    struct Objects {
+        batches: Mutex<Vec<(usize, tokio::time::Instant)>>,
+    }
+
+    impl Exporter for Objects {
+        fn export<'a>(&'a self, batch: &'a [SpanItem]) -> BoxFuture<'a, Result<(), ExportError>> {
+            self.batches.lock().unwrap().push((batch.len(), tokio::time::Instant::now()));
+            Box::pin(async { Ok(()) })
+        }
+        fn test_connection(&self) -> BoxFuture<'_, Result<String, ExportError>> {
+            Box::pin(async { Ok(String::new()) })
+        }
+        fn batching(&self) -> Option<crate::Batching> {
+            Some(crate::Batching { max_spans: 25, max_bytes: 1 << 20, max_wait: Duration::from_secs(5) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exporters_own_batching_sends_full_batches_at_once_and_partial_ones_after_its_wait() {
+        let settings = DeliverySettings::default();
+        let queue = Arc::new(Queue::Memory(MemoryQueue::new(&settings.queue)));
+        let exporter = Arc::new(Objects::default());
+        let (stop, handover) = (CancellationToken::new(), CancellationToken::new());
+        let task = tokio::spawn(run_exporter(
+            "objects".into(),
+            exporter.clone(),
+            queue.clone(),
+            settings,
+            Arc::default(),
+            stop.clone(),
+            handover,
+        ));
+        let start = tokio::time::Instant::now();
+        // 60 spans in 200 ms: two full batches go without waiting, 10 wait 5 s.
+        for _ in 0..6 {
+            queue.push(spans(10, &[]), None).await.expect("queued");
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        {
+            let batches = exporter.batches.lock().unwrap();
+            let sizes: Vec<usize> = batches.iter().map(|b| b.0).collect();
+            assert_eq!(sizes, [25, 25, 10], "batches: {sizes:?}");
+            assert!(batches[1].1 - start < Duration::from_millis(400), "full batches are not held");
+            let waited = batches[2].1 - start;
+            assert!(waited >= Duration::from_secs(5) && waited < Duration::from_secs(6), "waited {waited:?}");
+        }
+        // At shutdown a partial batch goes at once.
+        queue.push(spans(3, &[]), None).await.expect("queued");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stopped = tokio::time::Instant::now();
+        stop.cancel();
+        task.await.expect("stopped");
+        let batches = exporter.batches.lock().unwrap();
+        assert_eq!(batches.last().map(|b| b.0), Some(3));
+        assert!(batches.last().unwrap().1 - stopped < Duration::from_millis(100));
     }
 
     #[tokio::test]

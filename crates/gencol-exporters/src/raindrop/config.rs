@@ -5,6 +5,7 @@ use std::fmt;
 use gencol_config::{Diagnostic, Located, Node};
 use serde::Deserialize;
 
+use crate::events::{endpoint_below, pasted_key};
 use crate::http::parse_http_url;
 
 /// Where Raindrop's ingest lives unless the user runs a custom endpoint.
@@ -119,38 +120,29 @@ impl RaindropExporterSettings {
     }
 }
 
-/// The key, trimmed (a key copied from a terminal often ends in a newline), as it can go
-/// into a header. Messages say what is wrong with it, never what it is.
+/// The key, trimmed, as it can go into a header. Messages say what is wrong with it, never
+/// what it is.
 pub fn check_write_key(raw: &str) -> Result<&str, String> {
-    let key = raw.trim();
-    if key.is_empty() {
-        return Err("write_key is empty: set it to your project's Write Key from Raindrop (Settings), e.g. \
-                    write_key: \"${env:RAINDROP_WRITE_KEY}\""
-            .to_owned());
-    }
-    if key.get(..7).is_some_and(|prefix| prefix.eq_ignore_ascii_case("bearer ")) {
+    let trimmed = raw.trim();
+    if trimmed.get(..7).is_some_and(|prefix| prefix.eq_ignore_ascii_case("bearer ")) {
         return Err("write_key must be the key alone: gencol adds the `Bearer ` prefix itself".to_owned());
     }
-    if !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("write_key must be one token of visible ASCII characters (no spaces, newlines or other \
-                    characters inside): check how it was copied"
-            .to_owned());
-    }
-    Ok(key)
+    pasted_key(
+        raw,
+        "write_key",
+        "set it to your project's Write Key from Raindrop (Settings), e.g. write_key: \"${env:RAINDROP_WRITE_KEY}\"",
+    )
 }
 
 /// `{base_url}/v1/events/track`, keeping the path of a custom endpoint. Userinfo is
 /// refused: reqwest would send it as a second `Authorization`, and the key belongs in
 /// `write_key`.
 pub fn track_endpoint(base_url: &str) -> Result<reqwest::Url, String> {
-    let mut url = parse_http_url(
+    let url = parse_http_url(
         "base_url",
         base_url.trim(),
         &format!("leave base_url out to use {DEFAULT_BASE_URL}, or write your custom endpoint's base URL"),
         "put the write key in `write_key`",
     )?;
-    let path = format!("{}{TRACK_PATH}", url.path().trim_end_matches('/'));
-    url.set_path(&path);
-    url.set_fragment(None);
-    Ok(url)
+    Ok(endpoint_below(url, TRACK_PATH))
 }

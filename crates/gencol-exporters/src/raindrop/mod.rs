@@ -5,22 +5,23 @@
 //! too. `privacy_mode` needs nothing here: the engine removes the content attributes before
 //! the batch arrives, so input and output are simply absent.
 
-mod client;
 mod config;
 mod encoder;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use gencol_config::{ComponentId, Diagnostic, Located, Node, decode};
 use gencol_engine::{BoxFuture, ComponentContext, ExportError, Exporter, ExporterConfig, ExporterFactory};
 use gencol_model::{SpanItem, Timestamp};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
-use client::EventsClient;
 pub use config::{RaindropExporterSettings, RaindropSettings};
 use encoder::{EventMapper, bodies, encode};
+
+use crate::events::{EventsClient, encode_all, send_bodies};
 
 pub struct RaindropExporterFactory;
 
@@ -72,7 +73,7 @@ impl RaindropExporter {
     pub fn new(id: &str, settings: &RaindropSettings) -> Result<Self, String> {
         Ok(RaindropExporter {
             id: id.to_owned(),
-            client: EventsClient::new(settings)?,
+            client: events_client(settings)?,
             mapper: EventMapper::new(&settings.event_name, &settings.anonymous_user_id),
             batch_size: settings.batch_size,
             too_large: AtomicU64::new(0),
@@ -80,42 +81,10 @@ impl RaindropExporter {
     }
 
     async fn send(&self, batch: &[SpanItem]) -> Result<(), ExportError> {
-        let mut events = Vec::with_capacity(batch.len());
-        for event in batch.iter().filter_map(|item| self.mapper.event(item)) {
-            match encode(event) {
-                Ok(encoded) => events.push(encoded),
-                Err(too_large) => {
-                    let total = self.too_large.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::error!(exporter = %self.id, event_id = %too_large.event_id, dropped_total = total, "event not sent: {too_large}");
-                }
-            }
-        }
-        let bodies = bodies(&events, self.batch_size);
-        let requests = bodies.len();
-        let mut rejected: Vec<String> = Vec::new();
-        let mut only_content = true;
-        for body in bodies {
-            match self.client.post(body, false).await {
-                Ok(_) => {}
-                // Resending the whole batch repeats the requests that were accepted; they carry
-                // the same event ids, so Raindrop keeps one of each.
-                Err(retry @ ExportError::Retryable { .. }) => return Err(retry),
-                // The other requests of the batch may be fine: send them before reporting.
-                Err(ExportError::Refused { message }) => rejected.push(message),
-                Err(ExportError::Permanent { message }) => {
-                    only_content = false;
-                    rejected.push(message);
-                }
-            }
-        }
-        let message = match rejected.as_slice() {
-            [] => return Ok(()),
-            [one] if requests == 1 => one.clone(),
-            [first, ..] => format!("{} of {requests} requests rejected; the first: {first}", rejected.len()),
-        };
-        // Refused for their content only: the engine splits the batch to find the events
-        // refused (the accepted ones go again, with the same event ids).
-        Err(if only_content { ExportError::refused(message) } else { ExportError::permanent(message) })
+        let events = batch.iter().filter_map(|item| self.mapper.event(item));
+        let events = encode_all(&self.id, events, encode, &self.too_large);
+        let client = &self.client;
+        send_bodies(bodies(&events, self.batch_size), |body| client.post(body, false)).await
     }
 
     async fn test(&self) -> Result<String, ExportError> {
@@ -126,6 +95,16 @@ impl RaindropExporter {
         let body = bodies(std::slice::from_ref(&encoded), 1).concat();
         self.client.post(body, true).await
     }
+}
+
+/// Posts to `{base_url}/v1/events/track` with `Authorization: Bearer <write_key>`, the
+/// header marked sensitive so no `Debug` of a request shows it.
+fn events_client(settings: &RaindropSettings) -> Result<EventsClient, String> {
+    let mut authorization = HeaderValue::from_str(&format!("Bearer {}", settings.write_key))
+        .map_err(|_| "write_key cannot be sent in an HTTP header (it must be visible ASCII)".to_owned())?;
+    authorization.set_sensitive(true);
+    let headers = HeaderMap::from_iter([(AUTHORIZATION, authorization)]);
+    EventsClient::new(settings.endpoint.clone(), "base_url", [settings.write_key.clone()], headers)
 }
 
 impl Exporter for RaindropExporter {

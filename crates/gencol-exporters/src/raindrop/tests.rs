@@ -1,75 +1,34 @@
-use std::sync::Arc;
 use std::time::Duration;
 
-use gencol_config::{ComponentId, Located, Node, load_str};
-use gencol_engine::{ComponentContext, ExportError, Exporter, ExporterFactory};
+use gencol_engine::{ExportError, Exporter};
+use gencol_model::SpanItem;
 use gencol_model::attributes::{self as attr, strip_content};
-use gencol_model::{Generation, Origin, SpanItem, generation_span};
 use gencol_testkit::{Answer, RaindropSink};
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Value, json};
 
 use super::config::{DEFAULT_BASE_URL, RaindropExporterSettings, RaindropSettings, check_write_key, track_endpoint};
-use super::encoder::{
-    EventMapper, MAX_BODY_BYTES, MAX_EVENT_BYTES, MAX_TEXT_CHARS, TRUNCATION_MARKER, bodies, encode, truncate_chars,
-};
+use super::encoder::{EventMapper, MAX_BODY_BYTES, MAX_EVENT_BYTES, MAX_TEXT_CHARS, bodies, encode};
 use super::{RaindropExporter, RaindropExporterFactory};
+use crate::events::limits::{TRUNCATION_MARKER, truncate_chars};
+use crate::events::test_support::{checked, config_errors, generation, otlp_span, seed};
 
 const KEY: &str = "rd_write_9f8e7d6c5b";
-const SEED: &str = include_str!("../../../../examples/generations/raindrop-seed.json");
-
-fn node(yaml: &str) -> Located<Node> {
-    load_str("raindrop.yaml", yaml, &|_| None).expect("valid YAML")
-}
 
 /// The errors of a config, one line each, as `gencol validate` prints them.
 fn errors(yaml: &str) -> String {
-    let ctx = ComponentContext { id: ComponentId { kind: "raindrop".into(), name: None }, base_dir: ".".into() };
-    match RaindropExporterFactory.configure(&ctx, &node(yaml)) {
-        Ok(_) => String::new(),
-        Err(diags) => diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
-    }
+    config_errors(&RaindropExporterFactory, yaml)
 }
 
 fn settings(yaml: &str) -> RaindropSettings {
-    let n = node(yaml);
-    let s: RaindropExporterSettings = gencol_config::decode(&n).expect("decodes");
-    s.check(&n).unwrap_or_else(|d| panic!("{d:?}"))
+    checked(yaml, RaindropExporterSettings::check)
 }
 
 fn mapper() -> EventMapper {
     EventMapper::new("ai_generation", "anonymous")
 }
 
-fn generation(record: Value) -> SpanItem {
-    let g: Generation = serde_json::from_value(record).expect("a generation record");
-    generation_span(&g, &Arc::new(Origin::default()))
-}
-
-fn seed() -> Value {
-    serde_json::from_str(SEED).expect("the seed is JSON")
-}
-
 fn event_json(item: &SpanItem) -> Value {
     serde_json::to_value(mapper().event(item).expect("an event")).expect("serializes")
-}
-
-/// A span as an OTel GenAI-instrumented app (or OpenRouter's Broadcast) sends it over OTLP.
-fn otlp_span(attributes: Vec<KeyValue>) -> SpanItem {
-    SpanItem {
-        origin: Arc::new(Origin::default()),
-        span: Span {
-            trace_id: vec![0x4b; 16],
-            span_id: vec![0x0f; 8],
-            name: "chat gpt-4o".into(),
-            start_time_unix_nano: 1_795_341_600_000_000_000,
-            end_time_unix_nano: 1_795_341_600_750_000_000,
-            attributes,
-            ..Default::default()
-        },
-        generation: None,
-    }
 }
 
 #[test]

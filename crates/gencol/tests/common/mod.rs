@@ -215,6 +215,15 @@ impl Gencol {
         s
     }
 
+    /// Stops gencol (it must exit cleanly) and returns everything it wrote, checked not to
+    /// contain `secret` (a destination's key) anywhere.
+    pub fn logs_without(&mut self, secret: &str) -> String {
+        assert!(self.stop(), "gencol exits 0 on SIGTERM:\n{}", self.stderr());
+        let logs = format!("{}\n{}", self.stdout(), self.stderr());
+        assert!(!logs.contains(secret), "the key leaked into the logs:\n{logs}");
+        logs
+    }
+
     /// SIGTERM, then wait (up to 30 s) for a clean exit; returns whether it exited 0.
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else { return false };
@@ -597,6 +606,23 @@ pub fn test_python() -> PathBuf {
     root.join("target/test-venv/bin/python")
 }
 
+/// `gencol test-connection` on a shipped pipeline, with `env` (its key and URL) and
+/// `exporter`'s timeout cut to 5 s, as a user runs it: whether it passed, and everything it
+/// printed. Blocking: call it from `spawn_blocking` when a test endpoint runs on the runtime.
+pub fn shipped_connection_test(pipeline: &Path, exporter: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("test-connection.yaml");
+    std::fs::write(&config, format!("exporters:\n  {exporter}:\n    timeout: 5s\n")).unwrap();
+    let mut cmd = Command::new(gencol_bin());
+    cmd.args(["test-connection", "--config"]).arg(pipeline).arg("--config").arg(&config).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
 /// Runs `gencol test-connection --config FILE` off the async runtime: its exit code and stdout.
 pub async fn connection_test(config: PathBuf) -> (Option<i32>, String) {
     let out = tokio::task::spawn_blocking(move || {
@@ -796,4 +822,32 @@ pub fn assert_refused_at(path: &Path, yaml: &str, env: &[(&str, &str)], line: u3
 pub fn tail(log: &str, n: usize) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// An OTLP/JSON request as an OTel GenAI-instrumented app sends it: an HTTP server span and,
+/// under it, one `chat` generation span named `span_name` (gpt-4o, user_35, session_abc,
+/// `trace.metadata.feature: assistant`, 12 + 3 tokens, input and output messages).
+pub fn genai_otlp_request(span_name: &str) -> serde_json::Value {
+    use serde_json::json;
+    let input = json!([{"role": "user", "parts": [{"type": "text", "content": "What time is it?"}]}]).to_string();
+    let output =
+        json!([{"role": "assistant", "parts": [{"type": "text", "content": "Ten."}], "finish_reason": "stop"}])
+            .to_string();
+    let s = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
+    let i = |k: &str, v: i64| json!({"key": k, "value": {"intValue": v.to_string()}});
+    json!({"resourceSpans": [{"resource": {"attributes": [s("service.name", "assistant-web")]},
+        "scopeSpans": [{"scope": {"name": "openllmetry"}, "spans": [
+            {"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "name": "HTTP POST /chat", "kind": 2,
+             "startTimeUnixNano": "1795341599000000000", "endTimeUnixNano": "1795341602000000000",
+             "attributes": [s("http.request.method", "POST")]},
+            {"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b8", "parentSpanId": "00f067aa0ba902b7",
+             "name": span_name, "kind": 3,
+             "startTimeUnixNano": "1795341600000000000", "endTimeUnixNano": "1795341601500000000",
+             "attributes": [s("gen_ai.operation.name", "chat"), s("gen_ai.provider.name", "openai"),
+                            s("gen_ai.request.model", "gpt-4o"), s("gen_ai.response.model", "gpt-4o-2024-08-06"),
+                            s("gen_ai.response.id", "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT"),
+                            i("gen_ai.usage.input_tokens", 12), i("gen_ai.usage.output_tokens", 3),
+                            s("user.id", "user_35"), s("session.id", "session_abc"),
+                            s("trace.metadata.feature", "assistant"),
+                            s("gen_ai.input.messages", &input), s("gen_ai.output.messages", &output)]}]}]}]})
 }
