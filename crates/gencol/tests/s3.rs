@@ -208,6 +208,7 @@ exporters:
     access_key_id: {ak}
     secret_access_key: {sk}
     max_object_age: 1s
+    queue: {{kind: disk}}
     retry: {{initial_interval: 100ms, max_interval: 500ms}}
   s3/private:
     bucket: archive
@@ -317,4 +318,43 @@ async fn test_connection_writes_a_marked_object_and_names_refused_credentials_an
     let missing = failed_connection_test(config("missing.yaml", "no-such-bucket", &sk), "s3").await;
     assert!(missing.contains("NoSuchBucket"), "{missing}");
     assert!(missing.contains("check that the bucket exists"), "{missing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_s3_pipeline_archives_generations_with_keys_from_the_aws_environment() {
+    let moto = Moto::start(false);
+    moto.setup("gencol-archive", false);
+    let gencol = Gencol::start_configs(
+        &[&repo_root().join("pipelines/s3.yaml")],
+        "receivers:\n  generations:\n    endpoint: 127.0.0.1:{GEN_PORT}\nexporters:\n  s3:\n    max_object_age: 1s\nservice:\n  data_dir: \"{DIR}/data\"\n",
+        &[],
+        &[
+            ("S3_BUCKET", "gencol-archive"),
+            ("S3_ENDPOINT", &moto.url()),
+            ("AWS_ACCESS_KEY_ID", "AKIAGENCOLTEST"),
+            ("AWS_SECRET_ACCESS_KEY", "gencol-test-secret-0123456789"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    for i in 0..5 {
+        let (status, body) = post_json(&gencol.generations_url(), &generation_at(&format!("gen-pipe-{i}"), 9, i)).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let objects = moto.objects("gencol-archive");
+        let lines: usize = objects.values().map(|(_, l)| l.len()).sum();
+        if lines >= 5 {
+            assert!(
+                objects.keys().all(|k| k.starts_with("gencol/generations/year=2026/month=11/day=22/hour=09/")),
+                "{:?}",
+                objects.keys()
+            );
+            assert_eq!(lines, 5);
+            break;
+        }
+        assert!(Instant::now() < deadline, "objects so far: {:?}\n{}", objects.keys(), gencol.stderr());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(!gencol.stderr().contains("gencol-test-secret-0123456789"));
 }

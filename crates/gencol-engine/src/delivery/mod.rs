@@ -513,7 +513,8 @@ pub(crate) async fn run_exporter(
                 // An exporter's own wait (an object store's object age) is long: the batch
                 // goes as soon as it is full, so the queue is looked at while it waits.
                 Some(b) => {
-                    let due = tokio::time::Instant::now() + b.max_wait;
+                    let now = tokio::time::Instant::now();
+                    let due = now.checked_add(b.max_wait).unwrap_or(now + Duration::from_secs(86_400));
                     loop {
                         gather(&queue, limit, &mut taken);
                         if taken.items.len() >= limit.spans || taken.bytes >= limit.bytes || queue.is_closed() {

@@ -137,9 +137,13 @@ pub struct S3Settings {
     pub max_object_age: Duration,
 }
 
+/// Upper bounds of the object limits.
+const MAX_OBJECT_BYTES: u64 = 256 * 1024 * 1024;
+const MAX_OBJECT_SPANS: usize = 1_000_000;
+
 /// Characters S3 recommends against in keys, which object stores would percent-encode:
 /// a prefix with them would not be the prefix the user reads in the bucket.
-const AVOIDED_IN_KEYS: &[char] = &['\\', '{', '}', '^', '%', '`', '[', ']', '"', '<', '>', '~', '#', '|'];
+const AVOIDED_IN_KEYS: &[char] = &['\\', '{', '}', '^', '%', '`', '[', ']', '"', '<', '>', '~', '#', '|', '*', '?'];
 
 impl S3ExporterSettings {
     /// Checks what serde cannot, reporting every problem at its line; no message shows a
@@ -197,11 +201,13 @@ impl S3ExporterSettings {
                 None
             }
         };
-        if self.max_object_bytes.0 == 0 {
-            error("max_object_bytes", "max_object_bytes must be more than 0 (e.g. 8MiB)".to_owned());
+        // One object is one PUT, held in memory three times while it is made (spans, JSON,
+        // gzip): bounded so a typo cannot take the process's memory.
+        if self.max_object_bytes.0 == 0 || self.max_object_bytes.0 > MAX_OBJECT_BYTES {
+            error("max_object_bytes", "max_object_bytes must be between 1 byte and 256MiB (default 8MiB)".to_owned());
         }
-        if self.max_object_spans == 0 {
-            error("max_object_spans", "max_object_spans must be at least 1".to_owned());
+        if self.max_object_spans == 0 || self.max_object_spans > MAX_OBJECT_SPANS {
+            error("max_object_spans", "max_object_spans must be between 1 and 1000000 (default 10000)".to_owned());
         }
         let age = self.max_object_age.0;
         if age.is_zero() || age > Duration::from_secs(3600) {

@@ -23,7 +23,7 @@ use gencol_engine::{
 use gencol_model::SpanItem;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
-use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload, RetryConfig};
+use object_store::{Attribute, Attributes, ClientOptions, ObjectStore, PutOptions, PutPayload, RetryConfig};
 
 pub use config::{S3ExporterSettings, S3Settings};
 use object::{Layout, Object};
@@ -115,7 +115,10 @@ impl S3Exporter {
             .with_region(&region)
             // The engine retries (honouring its retry settings and Retry-After); a second
             // layer of retries inside would hide failures from its counters.
-            .with_retry(RetryConfig { max_retries: 0, ..RetryConfig::default() });
+            .with_retry(RetryConfig { max_retries: 0, ..RetryConfig::default() })
+            // The exporter's `timeout` bounds each send; object_store's own 30 s per request
+            // would cut a large object's PUT short whatever `timeout` says.
+            .with_client_options(ClientOptions::new().with_timeout_disabled());
         let mut shown = format!("s3://{}/{}", s.bucket, s.prefix);
         if let Some(e) = &s.endpoint {
             builder = builder
@@ -173,6 +176,17 @@ impl S3Exporter {
         let chain = error_chain(&e);
         let reason = self.mask.excerpt(&s3_reason(&chain), 512);
         let at = format!("writing {key} to {}", self.shown);
+        // S3's own word first: codes its documentation says to retry, whatever the status.
+        if let Some(code) = xml_tag(&chain, "Code")
+            && RETRIED_CODES.contains(&code.as_str())
+        {
+            return ExportError::retryable(format!("{at}: {reason}"));
+        }
+        if chain.contains("redirect without LOCATION") || status_in(&chain).is_some_and(|s| (300..400).contains(&s)) {
+            return ExportError::permanent(format!(
+                "{at}: S3 redirected the request ({reason}); set `region` to the bucket's region (or `endpoint` to its store)"
+            ));
+        }
         match e {
             object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
                 ExportError::permanent(format!(
@@ -180,8 +194,10 @@ impl S3Exporter {
                 ))
             }
             object_store::Error::NotFound { .. } => ExportError::permanent(format!(
-                "{at}: not found ({reason}); check that the bucket exists in region and endpoint given"
+                "{at}: not found ({reason}); check that the bucket exists in the region and endpoint given"
             )),
+            // 409: a conflicting operation on the bucket in progress (OperationAborted).
+            object_store::Error::AlreadyExists { .. } => ExportError::retryable(format!("{at}: {reason}")),
             object_store::Error::Generic { .. } => match status_in(&chain) {
                 Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => {
                     ExportError::permanent(format!("{at}: refused ({reason})"))
@@ -214,14 +230,30 @@ impl S3Exporter {
     }
 }
 
+/// S3 error codes that are worth another try whatever their HTTP status (S3's error
+/// responses list them as retryable; STS's throttling answers for credentials too).
+const RETRIED_CODES: [&str; 8] = [
+    "RequestTimeout",
+    "OperationAborted",
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "Throttling",
+    "ThrottlingException",
+    "IDPCommunicationError",
+];
+
+/// The text of the first `<name>…</name>` in an S3 XML error.
+fn xml_tag(chain: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = chain.find(&open)? + open.len();
+    let end = chain[start..].find(&format!("</{name}>"))? + start;
+    Some(chain[start..end].to_owned())
+}
+
 /// The store's own words: `Code: Message` from an S3 XML error, else the whole chain.
 fn s3_reason(chain: &str) -> String {
-    let tag = |name: &str| {
-        let open = format!("<{name}>");
-        let start = chain.find(&open)? + open.len();
-        let end = chain[start..].find(&format!("</{name}>"))? + start;
-        Some(chain[start..end].to_owned())
-    };
+    let tag = |name: &str| xml_tag(chain, name);
     let status = status_in(chain).map(|s| format!("{s} ")).unwrap_or_default();
     match (tag("Code"), tag("Message")) {
         (Some(code), Some(message)) => format!("{status}{code}: {message}"),

@@ -140,6 +140,18 @@ fn store_errors_are_classified_by_status_and_read_from_the_xml() {
         source: "Server returned non-2xx status code: 503 Service Unavailable: <Code>SlowDown</Code>".into(),
     };
     assert!(matches!(exporter.classify("k", slow), ExportError::Retryable { .. }));
+    let aborted = object_store::Error::Generic {
+        store: "S3",
+        source: "Server returned non-2xx status code: 400 Bad Request: <Error><Code>RequestTimeout</Code></Error>"
+            .into(),
+    };
+    assert!(matches!(exporter.classify("k", aborted), ExportError::Retryable { .. }));
+    let moved = object_store::Error::Generic {
+        store: "S3",
+        source: "Received redirect without LOCATION, this normally indicates an incorrectly configured region".into(),
+    };
+    let moved = exporter.classify("k", moved);
+    assert!(matches!(moved, ExportError::Permanent { .. }) && moved.to_string().contains("set `region`"), "{moved}");
     let bad = object_store::Error::Generic {
         store: "S3",
         source: "Server returned non-2xx status code: 400 Bad Request: x".into(),
