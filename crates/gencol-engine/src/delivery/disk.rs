@@ -4,9 +4,13 @@
 //! the records written meanwhile gather and share the next one.
 //!
 //! Sends read records back from disk (the page cache, usually) one batch at a time, so
-//! a backlog of any size replays in bounded memory. A record is acknowledged once its
-//! batch was sent or refused for good; acknowledged segments are deleted.
+//! a backlog of any size replays in bounded memory. The newest records written (up to
+//! [`RECENT_BYTES`]) are also kept as they were handed over, so a sender that keeps up
+//! reads their bytes (and checks their CRC) but does not decode them again. A record is
+//! acknowledged once its batch was sent or refused for good; acknowledged segments are
+//! deleted.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,6 +29,12 @@ use crate::group_sync::GroupSync;
 /// crash replays at most this much already-sent data again.
 const PERSIST_ACKS_EVERY: Duration = Duration::from_millis(200);
 
+/// Records written but not read yet are also kept decoded, up to this many bytes of
+/// record payloads (about 2.5 times as much in memory): a sender that keeps up takes its
+/// batches from here instead of decoding them again. A backlog beyond this is read from
+/// disk as before, so a long outage costs no more memory than this.
+const RECENT_BYTES: usize = 8 * 1024 * 1024;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here leaves its state whole, so a poisoned lock is usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -40,9 +50,45 @@ pub(crate) struct DiskQueue {
     sync: SyncMode,
     max_bytes: u64,
     syncer: GroupSync,
+    /// The newest records written this run, decoded, oldest first; sequence numbers rise.
+    recent: Mutex<Recent>,
     /// The last sequence number written, for the queue length.
     written: AtomicU64,
     closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct Recent {
+    records: VecDeque<(u64, Vec<SpanItem>, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    /// Keeps a record just written, unless the bound is reached (a sender that does not keep
+    /// up reads from disk; the records kept stay a run of consecutive sequence numbers
+    /// from the oldest, so nothing between them is missed).
+    fn keep(&mut self, seq: u64, items: Vec<SpanItem>, bytes: usize) {
+        if self.bytes + bytes > RECENT_BYTES {
+            return;
+        }
+        self.bytes += bytes;
+        self.records.push_back((seq, items, bytes));
+    }
+
+    /// Record `seq`'s items, when kept; records before it are never read again.
+    fn take(&mut self, seq: u64) -> Option<Vec<SpanItem>> {
+        while let Some(&(first, ..)) = self.records.front() {
+            if first > seq {
+                return None;
+            }
+            let (first, items, bytes) = self.records.pop_front()?;
+            self.bytes -= bytes;
+            if first == seq {
+                return Some(items);
+            }
+        }
+        None
+    }
 }
 
 struct Reading {
@@ -82,6 +128,7 @@ impl DiskQueue {
             dir: dir.to_owned(),
             syncer: start_syncer(id, dir, writer.clone(), settings.sync)?,
             writer,
+            recent: Mutex::new(Recent::default()),
             reading: Mutex::new(Reading { reader: opened.reader, peeked: None, last_persist: Instant::now() }),
             not_empty: Notify::new(),
             when_full: settings.when_full,
@@ -111,24 +158,27 @@ impl DiskQueue {
 
     /// Writes `items` as one record. With `sync: always`, the receiver's ack is then held
     /// by [`DiskQueue::hold_acks`] until the record is fsynced.
-    pub(crate) fn push(&self, items: &[SpanItem]) -> Result<(), Refused> {
+    pub(crate) fn push(&self, items: Vec<SpanItem>) -> Result<(), Refused> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Refused::Closed);
         }
         let mut payload = Vec::new();
-        encode_batch(items, &mut payload);
+        encode_batch(&items, &mut payload);
         {
             let mut w = lock(&self.writer);
             if self.when_full == WhenFull::DropNewest && !w.has_room(payload.len()) {
                 return Err(Refused::Dropped);
             }
-            match w.append(&payload) {
-                Ok(seq) => self.written.store(seq, Ordering::Release),
+            let seq = match w.append(&payload) {
+                Ok(seq) => seq,
                 // Only `drop_newest` checks for room here; a full `block` queue was
                 // refused before the processors ran.
                 Err(QueueError::Full { .. }) => return Err(Refused::Dropped),
                 Err(e) => return Err(Refused::Unavailable(format!("cannot write the disk queue: {e}"))),
-            }
+            };
+            // Under the writer's lock, so records are kept in the order of their numbers.
+            lock(&self.recent).keep(seq, items, payload.len());
+            self.written.store(seq, Ordering::Release);
         }
         self.not_empty.notify_one();
         Ok(())
@@ -163,14 +213,16 @@ impl DiskQueue {
             let (seq, items, bytes) = match r.peeked.take() {
                 Some(peeked) => peeked,
                 None => match r.reader.next() {
-                    Ok(Read::Record { seq, payload, .. }) => match decode_batch(&payload) {
-                        Ok(items) => (seq, items, payload.len()),
-                        Err(e) => {
-                            tracing::error!(exporter = %self.id, dir = %self.dir.display(), seq, "a disk queue record could not be decoded, skipping it (1 record lost): {e}");
-                            r.reader.ack(seq);
-                            continue;
+                    Ok(Read::Record { seq, payload, .. }) => {
+                        match lock(&self.recent).take(seq).map_or_else(|| decode_batch(&payload), Ok) {
+                            Ok(items) => (seq, items, payload.len()),
+                            Err(e) => {
+                                tracing::error!(exporter = %self.id, dir = %self.dir.display(), seq, "a disk queue record could not be decoded, skipping it (1 record lost): {e}");
+                                r.reader.ack(seq);
+                                continue;
+                            }
                         }
-                    },
+                    }
                     Ok(Read::Skipped(s)) => {
                         // SPEC §7: an error naming the file and the records lost, and on.
                         let cause = if s.torn_tail {
@@ -309,8 +361,8 @@ mod tests {
         {
             let q = DiskQueue::open("otlp", dir.path(), &settings()).unwrap();
             let (ack, wait) = AckToken::new();
-            q.push(&spans(&["a", "b"])).unwrap();
-            q.push(&spans(&["c"])).unwrap();
+            q.push(spans(&["a", "b"])).unwrap();
+            q.push(spans(&["c"])).unwrap();
             q.hold_acks(&[ack]);
             assert_eq!(wait.wait(Duration::from_secs(5)).await, Ok(()), "fsynced, then acknowledged");
             let first = q.take(BatchLimit { spans: 2, bytes: usize::MAX }).unwrap();
@@ -331,7 +383,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let small = QueueSettings { max_bytes: Some(ByteSize(200)), ..settings() };
         let q = DiskQueue::open("otlp", dir.path(), &small).unwrap();
-        q.push(&spans(&[&"x".repeat(150)])).unwrap();
+        q.push(spans(&[&"x".repeat(150)])).unwrap();
         let refusal = q.refuses(150).expect("full");
         assert!(refusal.contains("queue.max_bytes"), "{refusal}");
         q.close();
@@ -340,8 +392,50 @@ mod tests {
         let dropping = QueueSettings { when_full: WhenFull::DropNewest, ..small };
         let q = DiskQueue::open("otlp", dir.path(), &dropping).unwrap();
         assert!(q.refuses(150).is_none(), "drop_newest never refuses a request");
-        q.push(&spans(&[&"x".repeat(150)])).unwrap();
-        assert!(matches!(q.push(&spans(&[&"y".repeat(150)])), Err(Refused::Dropped)));
+        q.push(spans(&[&"x".repeat(150)])).unwrap();
+        assert!(matches!(q.push(spans(&[&"y".repeat(150)])), Err(Refused::Dropped)));
+        q.close();
+    }
+
+    #[test]
+    fn records_kept_in_memory_stay_a_bounded_run_and_are_taken_once() {
+        let mut recent = Recent::default();
+        let half = RECENT_BYTES / 2 + 1;
+        recent.keep(1, spans(&["a"]), half);
+        recent.keep(2, spans(&["b"]), half);
+        assert_eq!(recent.records.len(), 1, "past the bound a record is read from disk instead");
+        recent.keep(3, spans(&["c"]), 10);
+        assert!(recent.take(0).is_none());
+        assert_eq!(recent.take(1).unwrap()[0].span.name, "a");
+        assert!(recent.take(2).is_none(), "2 was not kept");
+        assert_eq!(recent.take(3).unwrap()[0].span.name, "c");
+        assert!(recent.take(3).is_none(), "taken once");
+        assert_eq!(recent.bytes, 0);
+
+        recent.keep(5, spans(&["e"]), 10);
+        recent.keep(6, spans(&["f"]), 10);
+        // A record skipped by the reader (say, corrupt) passes over what was kept for it.
+        assert_eq!(recent.take(6).unwrap()[0].span.name, "f");
+        assert!(recent.records.is_empty() && recent.bytes == 0);
+    }
+
+    #[tokio::test]
+    async fn what_a_sender_takes_from_memory_is_what_it_would_read_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = DiskQueue::open("otlp", dir.path(), &settings()).unwrap();
+        q.push(spans(&["a", "b"])).unwrap();
+        q.push(spans(&["c"])).unwrap();
+        let from_memory = q.take(MAX_BATCH).unwrap();
+        assert_eq!(names(&from_memory), ["a", "b", "c"]);
+        assert!(lock(&q.recent).records.is_empty(), "taken from memory");
+        q.close();
+        drop(q);
+        let q = DiskQueue::open("otlp", dir.path(), &settings()).unwrap();
+        let from_disk = q.take(MAX_BATCH).unwrap();
+        assert_eq!(from_disk.seqs, from_memory.seqs);
+        for (m, d) in from_memory.items.iter().zip(&from_disk.items) {
+            assert_eq!((&m.span, &*m.origin, &m.generation), (&d.span, &*d.origin, &d.generation));
+        }
         q.close();
     }
 

@@ -433,7 +433,7 @@ impl Queue {
                     Err(Refused::Dropped)
                 }
             }
-            Queue::Disk(q) => q.push(&items),
+            Queue::Disk(q) => q.push(items),
         }
     }
 
