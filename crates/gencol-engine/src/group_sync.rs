@@ -1,10 +1,19 @@
 //! Group commit: many writers, one fsync. A writer appends (a cheap `write`), then hands
-//! its acknowledgement to [`GroupSync::hold`]; a thread of its own runs the sync and
-//! releases everyone who registered before it started. While one fsync runs, the
-//! records written meanwhile gather and share the next one, so at load the cost per
-//! record shrinks as the load grows.
+//! its acknowledgement to [`GroupSync::hold`]; a thread runs the sync and releases
+//! everyone who registered before it started. While one fsync runs, the records written
+//! meanwhile gather and share the next one, so at load the cost per record shrinks as
+//! the load grows.
+//!
+//! Every group sync whose acknowledgements wait for it (`queue.sync: always`, the
+//! `hierarchy` journal) is run by one thread of the process: a round takes everyone
+//! waiting on any file and syncs each file that has waiters, one after the other, then
+//! releases them. A request that wrote a disk queue record and a journal entry thus wakes
+//! one thread once, not two, and the files' fsyncs are not spread over twice as many
+//! rounds (on the 2-core benchmark machine this halved the fsyncs a second and raised
+//! scenario A's disk queue throughput; BENCHMARKS.md). A timed sync
+//! (`queue.sync: <duration>`) keeps a thread of its own.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use crate::consumer::AckToken;
@@ -12,68 +21,154 @@ use crate::consumer::AckToken;
 /// Makes everything written so far durable (e.g. `fdatasync` of the files written).
 pub type SyncFn = Box<dyn FnMut() -> std::io::Result<()> + Send>;
 
-/// One fsync thread and the acknowledgements waiting on it.
+/// A file's (or a set of files') group commit.
 pub struct GroupSync {
-    shared: Arc<(Mutex<State>, Condvar)>,
+    member: Arc<Member>,
+    /// The thread of a timed sync, which runs this member alone.
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// One group sync: its sync, and the acknowledgements waiting for it.
+struct Member {
+    name: String,
+    sync: Mutex<Option<SyncFn>>,
+    state: Mutex<State>,
+    /// Signalled when the member's last sync (at [`GroupSync::stop`]) is done.
+    stopped: Condvar,
+    /// How the member's thread is told there is work: the shared syncer, or its own.
+    wake: Wake,
+}
+
+enum Wake {
+    Shared,
+    Own(Condvar),
 }
 
 #[derive(Default)]
 struct State {
     waiting: Vec<AckToken>,
     stop: bool,
+    /// The last sync after `stop` has run; the sync was dropped.
+    done: bool,
+    /// In the shared syncer's list of members to sync.
+    queued: bool,
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    // The state is a list and a flag, whole after every critical section.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here leaves its state whole (a list and flags).
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl GroupSync {
-    /// Starts the thread. `every`: also sync on this timer when nobody waits (for
-    /// `queue.sync: <duration>`, where acknowledgements are not held).
-    pub fn start(name: &str, mut sync: SyncFn, every: Option<Duration>) -> std::io::Result<GroupSync> {
-        let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
-        let state = shared.clone();
-        let name = name.to_owned();
-        let thread = std::thread::Builder::new().name("gencol-fsync".to_owned()).spawn(move || {
-            let (state, wake) = &*state;
-            loop {
-                let (waiting, stop) = {
-                    let mut s = lock(state);
-                    while !s.stop && s.waiting.is_empty() {
-                        match every {
-                            None => s = wake.wait(s).unwrap_or_else(|p| p.into_inner()),
-                            Some(every) => {
-                                s = wake.wait_timeout(s, every).map(|(s, _)| s).unwrap_or_else(|p| p.into_inner().0);
-                                break;
-                            }
-                        }
-                    }
-                    (std::mem::take(&mut s.waiting), s.stop)
-                };
-                // Started after the waiters were taken, so it covers what each of them wrote.
-                if let Err(e) = sync() {
-                    tracing::error!("fsync of {name} failed; receivers answer 503 for what it covered: {e}");
-                    let reason = format!("{name} could not be fsynced: {e}");
-                    waiting.iter().for_each(|ack| ack.fail(&reason));
+/// The process's sync thread and the members it has to sync.
+struct Syncer {
+    pending: Mutex<Vec<Arc<Member>>>,
+    wake: Condvar,
+}
+
+/// The process's sync thread, started by the first group sync that needs it.
+fn syncer() -> std::io::Result<&'static Syncer> {
+    static SYNCER: OnceLock<Result<&'static Syncer, String>> = OnceLock::new();
+    let started = SYNCER.get_or_init(|| {
+        let syncer: &'static Syncer = Box::leak(Box::new(Syncer { pending: Mutex::new(Vec::new()), wake: Condvar::new() }));
+        std::thread::Builder::new()
+            .name("gencol-fsync".to_owned())
+            .spawn(move || syncer.run())
+            .map(|_| syncer)
+            .map_err(|e| e.to_string())
+    });
+    started.clone().map_err(|e| std::io::Error::other(format!("cannot start the fsync thread: {e}")))
+}
+
+impl Syncer {
+    fn run(&self) {
+        loop {
+            let members = {
+                let mut pending = lock(&self.pending);
+                while pending.is_empty() {
+                    pending = self.wake.wait(pending).unwrap_or_else(|p| p.into_inner());
                 }
-                // Dropping a token acknowledges (when it is the last copy of it).
-                drop(waiting);
-                if stop {
-                    return;
-                }
+                std::mem::take(&mut *pending)
+            };
+            // Every member's waiters are taken before any sync of the round starts, so
+            // each sync covers what its waiters wrote.
+            let rounds: Vec<_> = members
+                .into_iter()
+                .map(|m| {
+                    let (waiting, stop) = {
+                        let mut s = lock(&m.state);
+                        s.queued = false;
+                        (std::mem::take(&mut s.waiting), s.stop)
+                    };
+                    (m, waiting, stop)
+                })
+                .collect();
+            for (member, waiting, stop) in rounds {
+                member.sync_once(waiting, stop);
             }
-        })?;
-        Ok(GroupSync { shared, thread: Mutex::new(Some(thread)) })
+        }
+    }
+
+    fn queue(&self, member: &Arc<Member>) {
+        lock(&self.pending).push(member.clone());
+        self.wake.notify_one();
+    }
+}
+
+impl Member {
+    /// Runs the sync for `waiting` (failing them when it fails); after the last one
+    /// (`stop`), drops the sync and tells [`GroupSync::stop`].
+    fn sync_once(&self, waiting: Vec<AckToken>, stop: bool) {
+        let result = match lock(&self.sync).as_mut() {
+            Some(sync) => sync(),
+            None => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::error!("fsync of {} failed; receivers answer 503 for what it covered: {e}", self.name);
+            let reason = format!("{} could not be fsynced: {e}", self.name);
+            waiting.iter().for_each(|ack| ack.fail(&reason));
+        }
+        // Dropping a token acknowledges (when it is the last copy of it).
+        drop(waiting);
+        if stop {
+            // Dropped here, so the files it holds are closed once `stop` returns.
+            drop(lock(&self.sync).take());
+            lock(&self.state).done = true;
+            self.stopped.notify_all();
+        }
+    }
+}
+
+impl GroupSync {
+    /// Starts the group sync. `every`: a timed sync (for `queue.sync: <duration>`, where
+    /// acknowledgements are not held) on a thread of its own, which also syncs on this
+    /// timer when nobody waits; without it, the process's sync thread runs it.
+    pub fn start(name: &str, sync: SyncFn, every: Option<Duration>) -> std::io::Result<GroupSync> {
+        let member = Arc::new(Member {
+            name: name.to_owned(),
+            sync: Mutex::new(Some(sync)),
+            state: Mutex::new(State::default()),
+            stopped: Condvar::new(),
+            wake: if every.is_some() { Wake::Own(Condvar::new()) } else { Wake::Shared },
+        });
+        let thread = match every {
+            None => {
+                syncer()?;
+                None
+            }
+            Some(every) => {
+                let m = member.clone();
+                Some(std::thread::Builder::new().name("gencol-fsync".to_owned()).spawn(move || m.run_own(every))?)
+            }
+        };
+        Ok(GroupSync { member, thread: Mutex::new(thread) })
     }
 
     /// Holds every ack until a sync that starts after this call has finished (fails them
     /// once stopped: nothing will sync any more). Holding a group at once lets it share
     /// one sync.
     pub fn hold(&self, acks: impl IntoIterator<Item = AckToken>) {
-        let (state, wake) = &*self.shared;
-        let mut s = lock(state);
+        let m = &self.member;
+        let mut s = lock(&m.state);
         if s.stop {
             drop(s);
             acks.into_iter().for_each(|ack| ack.fail("the disk queue is closed"));
@@ -81,21 +176,68 @@ impl GroupSync {
         }
         let before = s.waiting.len();
         s.waiting.extend(acks);
-        let added = s.waiting.len() > before;
-        drop(s);
-        if added {
-            wake.notify_one();
+        if s.waiting.len() == before {
+            return;
+        }
+        self.wake(s);
+    }
+
+    /// Tells the member's thread there is work (`s` is its state, locked).
+    fn wake(&self, mut s: MutexGuard<'_, State>) {
+        let m = &self.member;
+        match &m.wake {
+            Wake::Own(wake) => {
+                drop(s);
+                wake.notify_one();
+            }
+            Wake::Shared => {
+                if !std::mem::replace(&mut s.queued, true) {
+                    drop(s);
+                    // Started when this member was (`start` fails otherwise).
+                    if let Ok(syncer) = syncer() {
+                        syncer.queue(m);
+                    }
+                }
+            }
         }
     }
 
-    /// Syncs once more (releasing whoever waits) and ends the thread.
+    /// Syncs once more (releasing whoever waits), then drops the sync.
     pub fn stop(&self) {
-        let (state, wake) = &*self.shared;
-        lock(state).stop = true;
-        wake.notify_one();
-        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = thread {
+        let m = &self.member;
+        let mut s = lock(&m.state);
+        if s.done {
+            return;
+        }
+        s.stop = true;
+        self.wake(s);
+        if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
+            return;
+        }
+        let mut s = lock(&m.state);
+        while !s.done {
+            s = m.stopped.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Member {
+    /// The loop of a timed sync's own thread.
+    fn run_own(&self, every: Duration) {
+        let Wake::Own(wake) = &self.wake else { return };
+        loop {
+            let (waiting, stop) = {
+                let mut s = lock(&self.state);
+                if !s.stop && s.waiting.is_empty() {
+                    s = wake.wait_timeout(s, every).map(|(s, _)| s).unwrap_or_else(|p| p.into_inner().0);
+                }
+                (std::mem::take(&mut s.waiting), s.stop)
+            };
+            self.sync_once(waiting, stop);
+            if stop {
+                return;
+            }
         }
     }
 }
@@ -149,6 +291,56 @@ mod tests {
             assert_eq!(w.wait(Duration::from_secs(5)).await, Ok(()));
         }
         assert_eq!(syncs.load(Ordering::SeqCst), 1, "one sync for the whole group");
+    }
+
+    #[tokio::test]
+    async fn stop_syncs_what_waits_closes_the_file_and_refuses_later_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(std::fs::File::create(dir.path().join("f")).unwrap());
+        let held = file.clone();
+        let sync = GroupSync::start("test", Box::new(move || held.sync_data()), None).unwrap();
+        let (ack, wait) = AckToken::new();
+        sync.hold([ack]);
+        sync.stop();
+        assert_eq!(wait.wait(Duration::from_secs(5)).await, Ok(()), "synced before stopping");
+        assert_eq!(Arc::strong_count(&file), 1, "the sync (and the file it holds) was dropped");
+        let (ack, wait) = AckToken::new();
+        sync.hold([ack]);
+        assert!(wait.wait(Duration::from_secs(5)).await.is_err(), "nothing syncs any more");
+        sync.stop();
+    }
+
+    #[tokio::test]
+    async fn files_synced_by_the_shared_thread_release_their_own_waiters() {
+        let (a, a_syncs) = counting(Duration::from_millis(5));
+        let (b, b_syncs) = counting(Duration::ZERO);
+        let (ack, wait) = AckToken::new();
+        // One request that wrote both files: acknowledged once both are synced.
+        a.hold([ack.clone()]);
+        b.hold([ack]);
+        assert_eq!(wait.wait(Duration::from_secs(5)).await, Ok(()));
+        assert!(a_syncs.load(Ordering::SeqCst) >= 1 && b_syncs.load(Ordering::SeqCst) >= 1);
+    }
+
+    #[tokio::test]
+    async fn a_timed_sync_runs_on_its_timer_without_waiters() {
+        let syncs = Arc::new(AtomicUsize::new(0));
+        let counter = syncs.clone();
+        let sync = GroupSync::start(
+            "timed",
+            Box::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }),
+            Some(Duration::from_millis(5)),
+        )
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while syncs.load(Ordering::SeqCst) < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(syncs.load(Ordering::SeqCst) >= 3, "synced on the timer");
+        sync.stop();
     }
 
     #[tokio::test]
