@@ -8,10 +8,9 @@
 //! `hierarchy` journal) is run by one thread of the process: a round takes everyone
 //! waiting on any file and syncs each file that has waiters, one after the other, then
 //! releases them. A request that wrote a disk queue record and a journal entry thus wakes
-//! one thread once, not two, and the files' fsyncs are not spread over twice as many
-//! rounds (on the 2-core benchmark machine this halved the fsyncs a second and raised
-//! scenario A's disk queue throughput; BENCHMARKS.md). A timed sync
-//! (`queue.sync: <duration>`) keeps a thread of its own.
+//! one thread once, not two, and each file's fsync is shared by the requests of a longer
+//! round (scenario A, batch 1: 95 -> 83 us of CPU a generation; docs/durability.md).
+//! A timed sync (`queue.sync: <duration>`) keeps a thread of its own.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -69,7 +68,8 @@ struct Syncer {
 fn syncer() -> std::io::Result<&'static Syncer> {
     static SYNCER: OnceLock<Result<&'static Syncer, String>> = OnceLock::new();
     let started = SYNCER.get_or_init(|| {
-        let syncer: &'static Syncer = Box::leak(Box::new(Syncer { pending: Mutex::new(Vec::new()), wake: Condvar::new() }));
+        let syncer: &'static Syncer =
+            Box::leak(Box::new(Syncer { pending: Mutex::new(Vec::new()), wake: Condvar::new() }));
         std::thread::Builder::new()
             .name("gencol-fsync".to_owned())
             .spawn(move || syncer.run())

@@ -1,8 +1,7 @@
 //! The `hierarchy` journal: what a crash must not take from [`super::SpanHierarchy`]
 //! when its pipeline has a disk queue (SPEC §7).
 //!
-//! One file, `journal`, of records `[len u32 LE][crc32 u32 LE][protobuf entry]`, then
-//! zeros (an all-zero header ends the entries):
+//! One file, `journal`, of records `[len u32 LE][crc32 u32 LE][protobuf entry]`:
 //! - `Held`: a trace's shared spans not sent yet, as they stand after a generation joined
 //!   them (the last one of a trace wins), and when its window closes (wall clock);
 //! - `Released`: ids of a trace's shared spans that are fsynced in every disk queue of the
@@ -14,11 +13,9 @@
 //! never lose it. When the file grows, it is rewritten from the live state (written
 //! beside it, fsynced, renamed over it).
 //!
-//! The file is kept up to [`AHEAD`] longer than its entries, in zeros written ahead of
-//! them: an entry is written over blocks the file already has, so its fsync does not
-//! also have to write down a new file size (one device write instead of two: the
-//! journal's fsync cost 10.4% of the core against the queue segment's 5.7% in scenario A
-//! before this; BENCHMARKS.md). The zeros cost as many bytes written as the entries.
+//! Entries are written at the end of the last good one (not appended): a write cut short
+//! (disk full) is cut off the file and the next entry takes its place, so no partial entry
+//! ever sits between good ones.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -41,9 +38,6 @@ const JOURNAL_TMP: &str = "journal.tmp";
 const MAX_ENTRY: usize = 16 * 1024 * 1024;
 /// Rewrite the journal once it is this large and four times its live state.
 const COMPACT_AT: u64 = 8 * 1024 * 1024;
-/// Zeros written ahead of the entries, so that entries are written over the file's own
-/// blocks (see the module's note).
-const AHEAD: u64 = 2 * 1024 * 1024;
 
 #[derive(Clone, PartialEq, Message)]
 struct Entry {
@@ -82,8 +76,6 @@ pub(crate) struct Journal {
     sync: GroupSync,
     /// End of the entries: where the next one is written.
     len: u64,
-    /// Size of the file: the entries, then zeros.
-    size: u64,
     /// Size of the journal right after its last rewrite.
     live_len: u64,
     /// Entries of the current batch, written with one `write` at [`Journal::write`].
@@ -122,7 +114,6 @@ impl Journal {
             file,
             sync,
             len: 0,
-            size: 0,
             live_len: 0,
             buf: Vec::new(),
             unsynced: false,
@@ -153,9 +144,9 @@ impl Journal {
         frame(&entry, &mut self.buf);
     }
 
-    /// Writes the current batch (one `write`, over zeros written ahead). A failure is
-    /// logged: the receiver's ack is failed by [`Journal::hold`] so the sender retries,
-    /// and the next batch is written where this one should have been.
+    /// Writes the current batch (one `write`). A failure is logged: the receiver's ack
+    /// is failed by [`Journal::hold`] so the sender retries, and what was written of the
+    /// batch is cut off, so the next batch is written in its place.
     pub(crate) fn write(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -163,14 +154,10 @@ impl Journal {
         let end = self.len + self.buf.len() as u64;
         let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         self.unsynced = true;
-        let mut result = Ok(());
-        if end > self.size {
-            result = write_zeros(&file, self.size, end + AHEAD);
-            if result.is_ok() {
-                self.size = end + AHEAD;
-            }
+        let result = file.write_all_at(&self.buf, self.len);
+        if result.is_err() {
+            let _ = file.set_len(self.len);
         }
-        let result = result.and_then(|()| file.write_all_at(&self.buf, self.len));
         drop(file);
         self.buf.clear();
         if result.is_ok() {
@@ -216,11 +203,9 @@ impl Journal {
             frame(&entry, &mut buf);
         }
         let tmp = self.dir.join(JOURNAL_TMP);
-        let size = buf.len() as u64 + AHEAD;
         {
             let mut f = File::create(&tmp)?;
             f.write_all(&buf)?;
-            write_zeros(&f, buf.len() as u64, size)?;
             f.sync_data()?;
         }
         let path = self.dir.join(JOURNAL);
@@ -246,7 +231,6 @@ impl Journal {
             }
         }
         self.len = buf.len() as u64;
-        self.size = size;
         self.live_len = self.len;
         Ok(())
     }
@@ -274,19 +258,6 @@ fn open_rw(path: &Path) -> Result<File, String> {
         .write(true)
         .open(path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))
-}
-
-/// Writes zeros over `from..to` of `file` (real blocks, not a hole or an unwritten
-/// extent, whose first write would again change the file's metadata).
-fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
-    let zeros = vec![0u8; 256 * 1024];
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..n], at)?;
-        at += n as u64;
-    }
-    Ok(())
 }
 
 fn frame(entry: &Entry, out: &mut Vec<u8>) {
@@ -319,10 +290,6 @@ fn read_entries(path: &Path, file: File) -> Restored {
                 break;
             }
         }
-        if header == [0; 8] {
-            // The zeros written ahead of the entries: the end.
-            break;
-        }
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         let mut payload = vec![0u8; len.min(MAX_ENTRY)];
@@ -330,11 +297,7 @@ fn read_entries(path: &Path, file: File) -> Restored {
         let entry = (complete && crc32fast::hash(&payload) == crc).then(|| Entry::decode(&*payload));
         let Some(Ok(entry)) = entry else {
             let rest = total.saturating_sub(offset);
-            // A crash while writing the last entry leaves it short: past the end of the
-            // file, or followed by nothing but the zeros written ahead.
-            let past_end = offset + 8 + len as u64 > total;
-            let torn = len <= MAX_ENTRY && (past_end || zeros_to_end(&mut reader));
-            if torn {
+            if offset + 8 + len as u64 > total && len <= MAX_ENTRY {
                 tracing::warn!(file = %path.display(), offset, bytes = rest, "hierarchy journal: an entry cut short by a crash was skipped (its batch was never acknowledged)");
             } else {
                 tracing::error!(file = %path.display(), offset, bytes = rest, entries_read = entries, "hierarchy journal: corrupt entry; it and the rest of the file are skipped (roots of those traces may be sent with a partial time range)");
@@ -346,18 +309,6 @@ fn read_entries(path: &Path, file: File) -> Restored {
         apply(&mut restored, entry);
     }
     restored
-}
-
-/// Whether the rest of what `reader` reads is zeros.
-fn zeros_to_end(reader: &mut impl Read) -> bool {
-    let mut chunk = [0u8; 64 * 1024];
-    loop {
-        match reader.read(&mut chunk) {
-            Ok(0) => return true,
-            Ok(n) if chunk[..n].iter().all(|&b| b == 0) => {}
-            _ => return false,
-        }
-    }
 }
 
 fn apply(state: &mut Restored, entry: Entry) {
