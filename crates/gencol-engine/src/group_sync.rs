@@ -118,8 +118,11 @@ impl Member {
     /// Runs the sync for `waiting` (failing them when it fails); after the last one
     /// (`stop`), drops the sync and tells [`GroupSync::stop`].
     fn sync_once(&self, waiting: Vec<AckToken>, stop: bool) {
+        // A panic in a sync is a failed sync: its waiters get a 503, never a 202 for what
+        // may not be on disk, and the thread goes on syncing the other files.
         let result = match lock(&self.sync).as_mut() {
-            Some(sync) => sync(),
+            Some(sync) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(sync))
+                .unwrap_or_else(|_| Err(std::io::Error::other("the fsync panicked"))),
             None => Ok(()),
         };
         if let Err(e) = result {
@@ -320,6 +323,21 @@ mod tests {
         b.hold([ack]);
         assert_eq!(wait.wait(Duration::from_secs(5)).await, Ok(()));
         assert!(a_syncs.load(Ordering::SeqCst) >= 1 && b_syncs.load(Ordering::SeqCst) >= 1);
+    }
+
+    #[tokio::test]
+    async fn a_sync_that_panics_fails_its_waiters_and_the_thread_goes_on() {
+        let panicking = GroupSync::start("test", Box::new(|| panic!("a bug in a sync")), None).unwrap();
+        let (ack, wait) = AckToken::new();
+        panicking.hold([ack]);
+        let refused = wait.wait(Duration::from_secs(5)).await.unwrap_err();
+        assert!(refused.contains("panicked"), "{refused}");
+        let (other, syncs) = counting(Duration::ZERO);
+        let (ack, wait) = AckToken::new();
+        other.hold([ack]);
+        assert_eq!(wait.wait(Duration::from_secs(5)).await, Ok(()), "the shared thread still syncs");
+        assert!(syncs.load(Ordering::SeqCst) >= 1);
+        panicking.stop();
     }
 
     #[tokio::test]

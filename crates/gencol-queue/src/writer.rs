@@ -67,7 +67,7 @@ impl SyncPoint {
 
     /// Blocking: syncs every file's data, and the directory when a segment file was created
     /// or deleted. Returns [`SyncPoint::upto`].
-    pub fn sync(self) -> io::Result<u64> {
+    pub fn sync(&self) -> io::Result<u64> {
         for file in &self.files {
             file.sync_data()?;
         }
@@ -205,6 +205,25 @@ impl Writer {
             files: std::mem::take(&mut self.unsynced),
             dir: dir_changed.then(|| self.dir.clone()),
             upto: self.last_seq,
+        }
+    }
+
+    /// A sync of `point` failed: what it was to make durable is synced again by the next
+    /// sync point (the files, and the directory), so a record acknowledged after a later
+    /// sync does not sit in a segment whose data or directory entry never reached the disk.
+    pub fn sync_failed(&mut self, point: SyncPoint) {
+        for file in point.files {
+            if let Some(active) = self.active.as_mut().filter(|a| Arc::ptr_eq(&a.file, &file))
+                && std::mem::replace(&mut active.in_unsynced, true)
+            {
+                continue;
+            }
+            if !self.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
+                self.unsynced.push(file);
+            }
+        }
+        if point.dir.is_some() {
+            self.created_segment = true;
         }
     }
 
@@ -447,6 +466,25 @@ mod tests {
         let point = writer.sync_point();
         assert_eq!((point.files.len(), point.dir.is_some(), point.upto()), (2, true, 4));
         assert_eq!(point.sync().expect("sync"), 4);
+    }
+
+    #[test]
+    fn what_a_failed_sync_covered_is_in_the_next_sync_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = Options { max_bytes: 1 << 20, segment_bytes: 100 };
+        let Opened { mut writer, .. } = open(dir.path(), opts).expect("open");
+        writer.append(&[1; 60]).expect("append");
+        writer.append(&[2; 60]).expect("append");
+        let failed = writer.sync_point();
+        assert_eq!((failed.files.len(), failed.dir.is_some()), (2, true));
+        // The fsync failed (say, EIO): nothing it covered may count as durable.
+        writer.sync_failed(failed);
+        writer.append(&[3; 10]).expect("append");
+        let point = writer.sync_point();
+        // The two segments the failed sync covered, the third one just created, and the dir.
+        assert_eq!((point.files.len(), point.dir.is_some(), point.upto()), (3, true, 3));
+        point.sync().expect("sync");
+        assert_eq!(writer.sync_point().files.len(), 0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The disk queue in front of one exporter (SPEC §7): every batch is one record of a
-//! `gencol-queue` log; a receiver's 202 waits until the record is fsynced. One syncer
-//! thread per queue fsyncs for everyone waiting (group commit): while one fsync runs,
-//! the records written meanwhile gather and share the next one.
+//! `gencol-queue` log; a receiver's 202 waits until the record is fsynced. The process's
+//! fsync thread ([`GroupSync`]) fsyncs for everyone waiting (group commit): while one
+//! fsync runs, the records written meanwhile gather and share the next one.
 //!
 //! Sends read records back from disk (the page cache, usually) one batch at a time, so
 //! a backlog of any size replays in bounded memory. The newest records written (up to
@@ -65,8 +65,8 @@ struct Recent {
 
 impl Recent {
     /// Keeps a record just written, unless the bound is reached (a sender that does not keep
-    /// up reads from disk; the records kept stay a run of consecutive sequence numbers
-    /// from the oldest, so nothing between them is missed).
+    /// up decodes from disk whatever was not kept; records are matched by sequence number,
+    /// so a gap costs a decode, never a record).
     fn keep(&mut self, seq: u64, items: Vec<SpanItem>, bytes: usize) {
         if self.bytes + bytes > RECENT_BYTES {
             return;
@@ -316,7 +316,7 @@ fn start_syncer(id: &str, dir: &Path, writer: Arc<Mutex<Writer>>, mode: SyncMode
         // The sync point is taken under the lock (cheap); the fsync runs without it, so
         // writers keep appending meanwhile.
         let point = lock(&writer).sync_point();
-        point.sync().map(drop)
+        point.sync().map(drop).inspect_err(|_| lock(&writer).sync_failed(point))
     });
     let every = match mode {
         SyncMode::Always => None,

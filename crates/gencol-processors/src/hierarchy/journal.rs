@@ -76,6 +76,8 @@ pub(crate) struct Journal {
     sync: GroupSync,
     /// End of the entries: where the next one is written.
     len: u64,
+    /// A failed write left bytes past `len` that could not be cut off yet.
+    debris: bool,
     /// Size of the journal right after its last rewrite.
     live_len: u64,
     /// Entries of the current batch, written with one `write` at [`Journal::write`].
@@ -114,6 +116,7 @@ impl Journal {
             file,
             sync,
             len: 0,
+            debris: false,
             live_len: 0,
             buf: Vec::new(),
             unsynced: false,
@@ -154,9 +157,18 @@ impl Journal {
         let end = self.len + self.buf.len() as u64;
         let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         self.unsynced = true;
-        let result = file.write_all_at(&self.buf, self.len);
-        if result.is_err() {
-            let _ = file.set_len(self.len);
+        // A failed write whose bytes could not be cut off is cut off first: until then,
+        // stale bytes past the end could read as entries at the next start.
+        let mut result = if self.debris { file.set_len(self.len) } else { Ok(()) };
+        if result.is_ok() {
+            self.debris = false;
+            result = file.write_all_at(&self.buf, self.len);
+            if result.is_err()
+                && let Err(e) = file.set_len(self.len)
+            {
+                tracing::error!(file = %self.dir.join(JOURNAL).display(), "hierarchy journal: cannot cut off a failed write ({e}); cut off before the next write");
+                self.debris = true;
+            }
         }
         drop(file);
         self.buf.clear();
@@ -215,10 +227,16 @@ impl Journal {
         self.rewrites += 1;
         let old = self.dir.join(format!("journal.{}{OLD_SUFFIX}", self.rewrites));
         let linked = std::fs::hard_link(&path, &old).is_ok();
+        // Opened before the rename, so that once the rename is done the journal written to
+        // is always the one at `path` (an entry written to the replaced one would be lost
+        // with it at the next start).
+        let file = open_rw(&tmp).map_err(std::io::Error::other)?;
         std::fs::rename(&tmp, &path)?;
-        File::open(&self.dir)?.sync_all()?;
-        let file = open_rw(&path).map_err(std::io::Error::other)?;
         *self.file.lock().unwrap_or_else(|p| p.into_inner()) = file;
+        self.len = buf.len() as u64;
+        self.live_len = self.len;
+        self.debris = false;
+        File::open(&self.dir)?.sync_all()?;
         if linked {
             let spawned = std::thread::Builder::new().name("gencol-journal-rm".to_owned()).spawn({
                 let old = old.clone();
@@ -230,8 +248,6 @@ impl Journal {
                 let _ = std::fs::remove_file(old);
             }
         }
-        self.len = buf.len() as u64;
-        self.live_len = self.len;
         Ok(())
     }
 }
@@ -338,5 +354,34 @@ fn apply(state: &mut Restored, entry: Entry) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_no_entry_behind_and_the_next_one_takes_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JOURNAL);
+        let (mut journal, _) = Journal::open(dir.path()).unwrap();
+        journal.released(&[1; 16], 10, &[[1; 8]]);
+        journal.write().unwrap();
+        let rw = std::mem::replace(&mut *journal.file.lock().unwrap(), File::open(&path).unwrap());
+        // A handle that cannot write (as a full or failing disk): the write and the cut
+        // both fail, so the cut is owed to the next write.
+        journal.released(&[2; 16], 20, &[[2; 8]]);
+        assert!(journal.write().is_err());
+        assert!(journal.debris);
+        *journal.file.lock().unwrap() = rw;
+        journal.released(&[3; 16], 30, &[[3; 8]]);
+        journal.write().unwrap();
+        assert!(!journal.debris);
+        let restored = read_entries(&path, File::open(&path).unwrap());
+        let mut traces: Vec<_> = restored.remembered.keys().map(|t| t[0]).collect();
+        traces.sort_unstable();
+        assert_eq!(traces, [1, 3], "the failed entry is not there, the next one is");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), journal.len);
     }
 }
