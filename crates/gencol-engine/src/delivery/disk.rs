@@ -30,7 +30,7 @@ use crate::group_sync::GroupSync;
 const PERSIST_ACKS_EVERY: Duration = Duration::from_millis(200);
 
 /// Records written but not read yet are also kept decoded, up to this many bytes of
-/// record payloads (about 2.5 times as much in memory): a sender that keeps up takes its
+/// record payloads (decoded spans take more memory than their payload): a sender that keeps up takes its
 /// batches from here instead of decoding them again. A backlog beyond this is read from
 /// disk as before, so a long outage costs no more memory than this.
 const RECENT_BYTES: usize = 8 * 1024 * 1024;

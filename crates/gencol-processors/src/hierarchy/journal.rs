@@ -215,11 +215,9 @@ impl Journal {
             frame(&entry, &mut buf);
         }
         let tmp = self.dir.join(JOURNAL_TMP);
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&buf)?;
-            f.sync_data()?;
-        }
+        let mut file = File::create(&tmp)?;
+        file.write_all(&buf)?;
+        file.sync_data()?;
         let path = self.dir.join(JOURNAL);
         // The replaced journal keeps a second name until a thread of its own deletes it:
         // freeing its blocks can wait for the device (a filesystem mounted with `discard`
@@ -227,10 +225,8 @@ impl Journal {
         self.rewrites += 1;
         let old = self.dir.join(format!("journal.{}{OLD_SUFFIX}", self.rewrites));
         let linked = std::fs::hard_link(&path, &old).is_ok();
-        // Opened before the rename, so that once the rename is done the journal written to
-        // is always the one at `path` (an entry written to the replaced one would be lost
-        // with it at the next start).
-        let file = open_rw(&tmp).map_err(std::io::Error::other)?;
+        // Once the rename is done, the journal written to is the one at `path` (an entry
+        // written to the replaced one would be lost with it at the next start).
         std::fs::rename(&tmp, &path)?;
         *self.file.lock().unwrap_or_else(|p| p.into_inner()) = file;
         self.len = buf.len() as u64;
