@@ -139,6 +139,22 @@ pub trait Processor: Send {
     }
     /// What was sealed with `epoch` (and before) is durable in the exporters' queues.
     fn durable(&mut self, _epoch: u64) {}
+    /// Called once, at the pipeline's start, when no other pipeline feeds this one's
+    /// exporters and no processor after this one drops spans. A processor that keeps
+    /// state on disk returns the wall-clock time (ms since the epoch) from which it wants
+    /// the records its disk queues still hold read back ([`Processor::replay`]), in case
+    /// its state lost some to a power loss. `ride`: every exporter keeps what it gets on
+    /// disk, fsynced before the receivers' 202 (a disk queue with `sync: always`, no
+    /// routing), so the processor may stop fsyncing its state before each 202 and rely on
+    /// those records instead (registering with [`crate::register_queue_backed`]).
+    fn read_back_from(&mut self, _ride: bool) -> Option<u64> {
+        None
+    }
+    /// A record the disk queues still hold, written at `time_ms`, as the pipeline handed
+    /// it over (after every processor). What the processor releases goes into `out`.
+    fn replay(&mut self, _items: Vec<SpanItem>, _time_ms: u64, _out: &mut Vec<SpanItem>) {}
+    /// Every record was read back (after [`Processor::read_back_from`]).
+    fn replayed(&mut self) {}
     /// How long after a trace's last generation this processor may still release spans
     /// of that trace (`hierarchy`: its group window), so per-destination routing can
     /// send them where the trace's generations went (SPEC §11).

@@ -4,8 +4,8 @@
 //! meanwhile gather and share the next one, so at load the cost per record shrinks as
 //! the load grows.
 //!
-//! Every group sync whose acknowledgements wait for it (`queue.sync: always`, the
-//! `hierarchy` journal) is run by one thread of the process: a round takes everyone
+//! Every group sync whose acknowledgements wait for it (`queue.sync: always`, a
+//! `hierarchy` journal not riding on the queues) is run by one thread of the process: a round takes everyone
 //! waiting on any file and syncs each file that has waiters, one after the other, then
 //! releases them. A request that wrote a disk queue record and a journal entry thus wakes
 //! one thread once, not two, and each file's fsync is shared by the requests of a longer
@@ -143,7 +143,7 @@ impl Member {
             None => Ok(()),
         };
         if let Err(e) = result {
-            tracing::error!("fsync of {} failed; receivers answer 503 for what it covered: {e}", self.name);
+            tracing::error!("fsync of {} failed (whatever waited for it is answered 503): {e}", self.name);
             let reason = format!("{} could not be fsynced: {e}", self.name);
             waiting.iter().for_each(|ack| ack.fail(&reason));
         }

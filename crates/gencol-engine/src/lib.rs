@@ -22,6 +22,7 @@ pub use tokio_util::sync::CancellationToken;
 mod delivery;
 mod group_sync;
 mod pipeline;
+mod queue_backed;
 mod registry;
 pub mod routing;
 mod running;
@@ -33,6 +34,7 @@ pub use delivery::{
     DELIVERY_KEYS, DeliverySettings, DeliveryStats, QueueKind, QueueSettings, RetrySettings, SyncMode, WhenFull,
 };
 pub use group_sync::{GroupSync, SyncFn};
+pub use queue_backed::{QueueBacked, register_queue_backed};
 pub use registry::{ComponentInfo, DuplicateType, Provenance, Registry};
 pub use running::RunningService;
 pub use secrets::SecretMask;

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::component::Processor;
 use crate::consumer::{AckToken, PipelineMessage};
-use crate::delivery::{ExporterHandle, encoded_bytes};
+use crate::delivery::{ExporterHandle, Queue, encoded_bytes};
 use crate::routing::Router;
 
 /// At most this many waiting batches are processed as one group, whose receivers share
@@ -18,10 +18,12 @@ use crate::routing::Router;
 /// batch's wait for its sync short.
 const GROUP: usize = 16;
 
+/// `exclusive`: no other pipeline feeds this one's exporters.
 pub(crate) async fn run_pipeline(
     mut input: mpsc::Receiver<PipelineMessage>,
     mut processors: Vec<Box<dyn Processor>>,
     exporters: Vec<ExporterHandle>,
+    exclusive: bool,
 ) {
     let hold = processors.iter().filter_map(|p| p.releases_after()).max();
     let mut router = Router::new(exporters.iter().map(|e| e.route.clone()).collect(), hold);
@@ -30,6 +32,20 @@ pub(crate) async fn run_pipeline(
     // fsynced in the disk queues, so they can forget it durably.
     let (durable_tx, mut durable_rx) = mpsc::unbounded_channel::<u64>();
     let mut epoch = 0u64;
+    if exclusive {
+        let released = read_back(&mut processors, &exporters);
+        out.fan_out(released, None).await;
+        epoch += 1;
+        if let Some(wait) = seal(&mut processors, &exporters, epoch) {
+            notify_when_durable(wait, durable_tx.clone(), epoch);
+        }
+    }
+    // Until here the disk queues kept what they delivered (see `read_back`).
+    for e in &exporters {
+        if let Queue::Disk(queue) = &*e.queue {
+            queue.read_back_done();
+        }
+    }
     let mut messages = Vec::with_capacity(GROUP);
     loop {
         let deadline = processors.iter().filter_map(|p| p.next_deadline()).min();
@@ -90,6 +106,32 @@ pub(crate) async fn run_pipeline(
     {
         processors.iter_mut().for_each(|p| p.durable(epoch));
     }
+}
+
+/// Gives the processors that keep state on disk what the disk queues still hold from
+/// when they ask ([`Processor::read_back_from`]); returns what they release. The queues
+/// forget nothing they delivered before this is done, so a record a processor's state
+/// lost to a power loss is still there.
+fn read_back(processors: &mut [Box<dyn Processor>], exporters: &[ExporterHandle]) -> Vec<SpanItem> {
+    let ride = exporters.iter().all(ExporterHandle::keeps_all_before_ack);
+    let mut released = Vec::new();
+    for i in 0..processors.len() {
+        // A processor after it that drops spans would keep some of what it saw off disk.
+        if processors[i + 1..].iter().any(|p| p.drops_as().is_some()) {
+            continue;
+        }
+        let Some(since_ms) = processors[i].read_back_from(ride) else { continue };
+        let mut out = Vec::new();
+        for e in exporters {
+            if let Queue::Disk(queue) = &*e.queue {
+                queue.read_back(since_ms, |items, time_ms| processors[i].replay(items, time_ms, &mut out));
+            }
+        }
+        processors[i].replayed();
+        run_from(processors, i + 1, &mut out, Instant::now(), exporters);
+        released.append(&mut out);
+    }
+    released
 }
 
 fn notify_when_durable(

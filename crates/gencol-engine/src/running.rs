@@ -36,7 +36,7 @@ use crate::delivery::{
     DeliverySettings, DeliveryStats, DiskQueue, ExporterHandle, MemoryQueue, Queue, QueueKind, run_exporter,
 };
 use crate::pipeline::run_pipeline;
-use crate::service::ValidatedService;
+use crate::service::{PipelinePlan, ValidatedService};
 use crate::telemetry::Telemetry;
 
 /// Batches a pipeline's channel holds before its receivers answer 503; what they hold
@@ -70,6 +70,8 @@ struct RunningPipeline {
     processors: Vec<(ComponentId, Node)>,
     exporters: Vec<ComponentId>,
     durable: bool,
+    /// No other pipeline feeds its exporters (its processors may read their queues back).
+    exclusive: bool,
     data_dir: PathBuf,
     input: PipelineInput,
     done: Done,
@@ -274,6 +276,7 @@ impl RunningService {
             let handles: Vec<ExporterHandle> =
                 p.exporters.iter().map(|id| changes[id].handle(self.exporters.get(id)).clone()).collect();
             let durable = handles.iter().any(ExporterHandle::is_durable);
+            let exclusive = feeds_alone(&new, p);
             // Receivers wait for the disk queues' fsync, or for destinations that confirm.
             let holds_receivers = handles.iter().any(ExporterHandle::holds_receivers);
             let processors: Vec<(ComponentId, Node)> =
@@ -282,6 +285,7 @@ impl RunningService {
             let unchanged = old.is_some_and(|o| {
                 o.exporters == p.exporters
                     && o.durable == durable
+                    && o.exclusive == exclusive
                     && o.input.is_durable() == holds_receivers
                     && o.data_dir == new.data_dir
                     && o.processors.len() == processors.len()
@@ -415,6 +419,7 @@ impl RunningService {
             let old = old_pipelines.remove(&p.name);
             let processors = p.processors.iter().map(|id| (id.clone(), new.written("processor", id).clone())).collect();
             let durable = handles.iter().any(ExporterHandle::is_durable);
+            let exclusive = feeds_alone(&new, p);
             let (input, done) = match change {
                 PipelineChange::Keep => {
                     let kept = old.expect("a kept pipeline is running");
@@ -444,7 +449,7 @@ impl RunningService {
                                 }
                             }
                         };
-                        run_pipeline(rx, processors, handles).await;
+                        run_pipeline(rx, processors, handles, exclusive).await;
                     });
                     (input, done_when(task))
                 }
@@ -453,6 +458,7 @@ impl RunningService {
                 processors,
                 exporters: p.exporters.clone(),
                 durable,
+                exclusive,
                 data_dir: new.data_dir.clone(),
                 input,
                 done,
@@ -661,4 +667,12 @@ fn close_new_queues(changes: &BTreeMap<ComponentId, ExporterChange>) {
             handle.queue.close();
         }
     }
+}
+
+/// Whether no other pipeline of `service` feeds `pipeline`'s exporters.
+fn feeds_alone(service: &ValidatedService, pipeline: &PipelinePlan) -> bool {
+    pipeline
+        .exporters
+        .iter()
+        .all(|id| service.pipelines.iter().filter(|other| other.exporters.contains(id)).count() == 1)
 }

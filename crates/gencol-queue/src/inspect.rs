@@ -31,34 +31,44 @@ pub fn inspect(dir: &Path) -> Result<Vec<Inspection>, QueueError> {
     Ok(found)
 }
 
+/// A reader of the records in `dir` not acknowledged yet (after its ack file's position),
+/// over the segment files there now. Read only, like [`inspect`]: it takes no lock and
+/// never deletes. A running gencol reads its own queues back with it at start (for the
+/// `hierarchy` journal: the records written since its last `Mark`, less a margin), before
+/// it forgets anything delivered.
+pub fn read_back(dir: &Path) -> Result<Reader, QueueError> {
+    Ok(snapshot_reader(dir, list_dir(dir)?.segments.into_iter().map(|s| (s.first_seq, s.path, s.len))))
+}
+
+fn snapshot_reader(dir: &Path, segments: impl Iterator<Item = (u64, PathBuf, u64)>) -> Reader {
+    // A corrupt ack file reads as 0 here as it would at open: everything counts as waiting.
+    let acked_upto = read_ack(dir).ok().flatten().unwrap_or(0);
+    let segments: BTreeMap<u64, SegmentState> =
+        segments.map(|(first_seq, path, bytes)| (first_seq, SegmentState { path, bytes, limit: None })).collect();
+    let shared = Shared {
+        bytes: segments.values().map(|s| s.bytes).sum(),
+        segments,
+        active: None,
+        next_seq: None,
+        acked_upto,
+        dir_changed: false,
+        spares: Vec::new(),
+        _lock: None,
+    };
+    Reader::new(dir, Arc::new(Mutex::new(shared)), acked_upto)
+}
+
 fn walk(dir: &Path, found: &mut Vec<Inspection>) -> Result<(), QueueError> {
     let listing = list_dir(dir)?;
     if !listing.segments.is_empty() || listing.has_ack {
-        // A corrupt ack file reads as 0 here as it would at open: everything counts as waiting.
-        let acked_upto = read_ack(dir).ok().flatten().unwrap_or(0);
+        let mut reader = snapshot_reader(dir, listing.segments.iter().map(|s| (s.first_seq, s.path.clone(), s.len)));
         let mut inspection = Inspection {
             dir: dir.to_path_buf(),
             bytes: listing.segments.iter().map(|s| s.len).sum(),
             foreign_files: listing.foreign_files,
-            acked_upto,
+            acked_upto: reader.acked_upto(),
             ..Inspection::default()
         };
-        let segments: BTreeMap<u64, SegmentState> = listing
-            .segments
-            .into_iter()
-            .map(|s| (s.first_seq, SegmentState { path: s.path, bytes: s.len, limit: None }))
-            .collect();
-        let shared = Shared {
-            segments,
-            active: None,
-            bytes: inspection.bytes,
-            next_seq: None,
-            acked_upto,
-            dir_changed: false,
-            spares: Vec::new(),
-            _lock: None,
-        };
-        let mut reader = Reader::new(dir, Arc::new(Mutex::new(shared)), acked_upto);
         loop {
             match reader.next()? {
                 Read::Record { time_ms, .. } => {

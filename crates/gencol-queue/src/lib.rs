@@ -51,7 +51,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use format::MAX_PAYLOAD;
-pub use inspect::{Inspection, inspect};
+pub use inspect::{Inspection, inspect, read_back};
 pub use open::{OpenReport, Opened, open};
 pub use reader::{Read, Reader, Skipped};
 pub use writer::{SyncPoint, Writer};

@@ -931,6 +931,68 @@ async fn outage_backlog_lives_on_disk() {
 
 const FAN_OUT_GENERATIONS: usize = 2_000;
 
+/// With every exporter on a disk queue fsynced before the 202, the `hierarchy` journal is
+/// not fsynced before each 202: its entries since its last fsync are given back by the
+/// queue. A power loss is played by cutting the journal back to what its start fsynced (more
+/// than a real power loss can take: it also fsyncs on a timer) after a SIGKILL, with the
+/// destination down so that the queue still holds every record: after the restart each
+/// trace gets one root from its earliest start to its latest end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_loss_that_takes_the_journal_tail_loses_no_root() {
+    let mut sink = PortSink::down_on_free_port(SinkOptions::default());
+    let exporter = otlp_exporter("sink", &sink.url(), &disk_queue("{DIR}/queues/sink"));
+    let mut gencol = Gencol::start(&config(&[exporter], &["sink"], "hierarchy, namespace", "3s"));
+    let journal = gencol.dir.path().join("data/state/traces/hierarchy/journal");
+    let fsynced_at_start = std::fs::metadata(&journal).map(|m| m.len()).expect("the journal is written at start");
+    let t0 = T0_NS + 9 * 3600 * SECOND_NS;
+    // Two traces; (start, end) in seconds after t0, not in sending order.
+    let traces =
+        [("power-loss-a", "Trace A", vec![(4, 6), (1, 9), (2, 3)]), ("power-loss-b", "Trace B", vec![(5, 7), (3, 12)])];
+    let mut want = Vec::new();
+    for (raw, name, times) in &traces {
+        for (j, (start, end)) in times.iter().enumerate() {
+            let id = format!("{raw}-{j}");
+            let body = record(&id, Some((raw, name)), t0 + start * SECOND_NS, t0 + end * SECOND_NS, "power loss");
+            let (status, answer) = post_json(&gencol.generations_url(), &body).await;
+            assert_eq!(status, 202, "{answer}");
+            want.push(gen_span_id(&id));
+        }
+    }
+    gencol.kill();
+    let written = std::fs::metadata(&journal).expect("journal").len();
+    assert!(written > fsynced_at_start, "the journal was written after its start ({written} bytes)");
+    std::fs::OpenOptions::new().write(true).open(&journal).and_then(|f| f.set_len(fsynced_at_start)).expect("cut");
+
+    tokio::task::block_in_place(|| gencol.restart());
+    sink.up().await;
+    let roots: Vec<(String, &str, u64, u64)> = traces
+        .iter()
+        .map(|(raw, name, times)| {
+            let start = times.iter().map(|t| t.0).min().expect("times");
+            let end = times.iter().map(|t| t.1).max().expect("times");
+            (root_span_id(&sha_hex(raw, 16), name), *name, t0 + start * SECOND_NS, t0 + end * SECOND_NS)
+        })
+        .collect();
+    want.extend(roots.iter().map(|r| r.0.clone()));
+    sink.assert_all_arrive(&want, Duration::from_secs(30), "generations and roots after the power loss", &gencol).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sink.absorb().await;
+    for (root, name, start, end) in &roots {
+        for copy in &sink.tally.by_id[root] {
+            assert_eq!((copy.start, copy.end), (*start, *end), "{name}: the root spans every generation");
+        }
+    }
+    let names: HashSet<&str> = roots.iter().map(|r| r.1).collect();
+    let root_ids: HashSet<&String> = sink
+        .tally
+        .by_id
+        .iter()
+        .filter(|(_, copies)| copies.iter().any(|c| names.contains(c.name.as_str())))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(root_ids.len(), roots.len(), "one root id a trace: {root_ids:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_dead_destination_gets_everything_after_sigkill() {
     // The live destination is slow, so data is still on its way to it when gencol dies.

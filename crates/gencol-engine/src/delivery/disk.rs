@@ -55,6 +55,9 @@ pub(crate) struct DiskQueue {
     /// The last sequence number written, for the queue length.
     written: AtomicU64,
     closed: AtomicBool,
+    /// Its pipeline has not read it back yet ([`DiskQueue::read_back`]): what is delivered
+    /// is not written down, so nothing is forgotten before.
+    reading_back: AtomicBool,
 }
 
 #[derive(Default)]
@@ -136,7 +139,13 @@ impl DiskQueue {
             max_bytes: settings.max_bytes(),
             written,
             closed: AtomicBool::new(false),
+            reading_back: AtomicBool::new(true),
         })
+    }
+
+    /// Whether the receivers' 202 waits for this queue's fsync (`sync: always`).
+    pub(crate) fn syncs_before_ack(&self) -> bool {
+        self.sync == SyncMode::Always
     }
 
     /// Why a batch of about `bytes` would not be taken now (only with `block`).
@@ -265,9 +274,26 @@ impl DiskQueue {
         // write it down, and a full disk or queue only gets its space back this way.
         if r.last_persist.elapsed() >= PERSIST_ACKS_EVERY || r.reader.outstanding() == 0 {
             r.last_persist = Instant::now();
-            if let Err(e) = r.reader.persist_acks() {
-                tracing::warn!(exporter = %self.id, "cannot record delivered disk queue records (they may be sent again after a restart): {e}");
+            self.persist(&mut r.reader);
+        }
+    }
+
+    /// Writes down what was delivered, once the state that rides on the queues (the
+    /// `hierarchy` journal) is durable: until then its records must stay.
+    fn persist(&self, reader: &mut Reader) {
+        if self.reading_back.load(Ordering::Acquire) {
+            return;
+        }
+        match crate::queue_backed::all_durable() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(exporter = %self.id, "delivered disk queue records are kept until the hierarchy journal can be fsynced: {e}");
+                return;
             }
+        }
+        if let Err(e) = reader.persist_acks() {
+            tracing::warn!(exporter = %self.id, "cannot record delivered disk queue records (they may be sent again after a restart): {e}");
         }
     }
 
@@ -289,8 +315,49 @@ impl DiskQueue {
     /// Writes down what was delivered (after the last sends of a shutdown), so a restart
     /// does not send it again.
     pub(crate) fn persist_acks(&self) {
-        if let Err(e) = lock(&self.reading).reader.persist_acks() {
-            tracing::warn!(exporter = %self.id, "cannot record delivered disk queue records (they may be sent again after a restart): {e}");
+        self.persist(&mut lock(&self.reading).reader);
+    }
+
+    /// The pipeline read this queue back (or had no need to): delivered records may be
+    /// written down as such, and their files deleted.
+    pub(crate) fn read_back_done(&self) {
+        if self.reading_back.swap(false, Ordering::AcqRel) {
+            self.persist_acks();
+        }
+    }
+
+    /// Reads back the records not delivered yet that were written at `since_ms` (wall
+    /// clock) or later, oldest first, as the pipeline handed them over (see
+    /// [`crate::Processor::read_back_from`]). Damaged records are skipped (the sender
+    /// reports them when it reaches them).
+    pub(crate) fn read_back(&self, since_ms: u64, mut each: impl FnMut(Vec<SpanItem>, u64)) {
+        let mut reader = match gencol_queue::read_back(&self.dir) {
+            Ok(reader) => reader,
+            Err(e) => {
+                tracing::error!(exporter = %self.id, "cannot read the disk queue back: {e}");
+                return;
+            }
+        };
+        let mut errors = 0;
+        loop {
+            match reader.next() {
+                Ok(Read::Record { time_ms, payload, .. }) if time_ms >= since_ms => match decode_batch(&payload) {
+                    Ok(items) => each(items, time_ms),
+                    Err(e) => tracing::debug!(exporter = %self.id, "a record read back could not be decoded: {e}"),
+                },
+                Ok(Read::Record { .. } | Read::Skipped(_)) => {}
+                Ok(Read::End) => break,
+                // The reader gives up a file that fails a few times in a row (`Skipped`);
+                // the bound only guards against a reader that never does.
+                Err(e) if errors < 100 => {
+                    errors += 1;
+                    tracing::warn!(exporter = %self.id, "reading the disk queue back: {e}");
+                }
+                Err(e) => {
+                    tracing::error!(exporter = %self.id, "cannot read the disk queue back, the rest is not read: {e}");
+                    break;
+                }
+            }
         }
     }
 
@@ -347,6 +414,13 @@ mod tests {
             .collect()
     }
 
+    /// A queue whose pipeline has read it back, as it has once running.
+    fn opened(dir: &Path, settings: &QueueSettings) -> DiskQueue {
+        let q = DiskQueue::open("otlp", dir, settings).unwrap();
+        q.read_back_done();
+        q
+    }
+
     fn settings() -> QueueSettings {
         QueueSettings { kind: QueueKind::Disk, ..QueueSettings::default() }
     }
@@ -359,7 +433,7 @@ mod tests {
     async fn an_ack_waits_for_the_fsync_and_what_was_not_delivered_comes_back_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let q = DiskQueue::open("otlp", dir.path(), &settings()).unwrap();
+            let q = opened(dir.path(), &settings());
             let (ack, wait) = AckToken::new();
             q.push(spans(&["a", "b"])).unwrap();
             q.push(spans(&["c"])).unwrap();
@@ -372,7 +446,7 @@ mod tests {
             assert_eq!(q.len(), 1);
         }
         // As after a crash or a restart: only what was not delivered is read again.
-        let q = DiskQueue::open("otlp", dir.path(), &settings()).unwrap();
+        let q = opened(dir.path(), &settings());
         let again = q.pop(MAX_BATCH).await.unwrap();
         assert_eq!(names(&again), ["c"]);
         q.close();
@@ -382,7 +456,7 @@ mod tests {
     async fn a_full_queue_refuses_with_block_and_drops_with_drop_newest() {
         let dir = tempfile::tempdir().unwrap();
         let small = QueueSettings { max_bytes: Some(ByteSize(200)), ..settings() };
-        let q = DiskQueue::open("otlp", dir.path(), &small).unwrap();
+        let q = opened(dir.path(), &small);
         q.push(spans(&[&"x".repeat(150)])).unwrap();
         let refusal = q.refuses(150).expect("full");
         assert!(refusal.contains("queue.max_bytes"), "{refusal}");
@@ -390,7 +464,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let dropping = QueueSettings { when_full: WhenFull::DropNewest, ..small };
-        let q = DiskQueue::open("otlp", dir.path(), &dropping).unwrap();
+        let q = opened(dir.path(), &dropping);
         assert!(q.refuses(150).is_none(), "drop_newest never refuses a request");
         q.push(spans(&[&"x".repeat(150)])).unwrap();
         assert!(matches!(q.push(spans(&[&"y".repeat(150)])), Err(Refused::Dropped)));
@@ -422,7 +496,7 @@ mod tests {
     #[tokio::test]
     async fn what_a_sender_takes_from_memory_is_what_it_would_read_from_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let q = DiskQueue::open("otlp", dir.path(), &settings()).unwrap();
+        let q = opened(dir.path(), &settings());
         q.push(spans(&["a", "b"])).unwrap();
         q.push(spans(&["c"])).unwrap();
         let from_memory = q.take(MAX_BATCH).unwrap();
@@ -430,7 +504,7 @@ mod tests {
         assert!(lock(&q.recent).records.is_empty(), "taken from memory");
         q.close();
         drop(q);
-        let q = DiskQueue::open("otlp", dir.path(), &settings()).unwrap();
+        let q = opened(dir.path(), &settings());
         let from_disk = q.take(MAX_BATCH).unwrap();
         assert_eq!(from_disk.seqs, from_memory.seqs);
         for (m, d) in from_memory.items.iter().zip(&from_disk.items) {
@@ -442,7 +516,7 @@ mod tests {
     #[tokio::test]
     async fn a_second_gencol_on_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let q = DiskQueue::open("otlp", dir.path(), &settings()).unwrap();
+        let q = opened(dir.path(), &settings());
         let second = DiskQueue::open("otlp", dir.path(), &settings()).err().unwrap();
         assert!(second.contains(&dir.path().display().to_string()), "{second}");
         q.close();

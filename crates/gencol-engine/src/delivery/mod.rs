@@ -650,6 +650,12 @@ impl ExporterHandle {
         matches!(&*self.queue, Queue::Disk(_))
     }
 
+    /// Whether everything the pipeline hands this exporter is on disk, fsynced, before the
+    /// receiver's 202: a disk queue with `sync: always` and no routing.
+    pub(crate) fn keeps_all_before_ack(&self) -> bool {
+        self.route.is_none() && matches!(&*self.queue, Queue::Disk(q) if q.syncs_before_ack())
+    }
+
     /// Whether a receiver waits for this exporter before it answers 202: its disk queue's
     /// fsync, or its destination's confirmation.
     pub(crate) fn holds_receivers(&self) -> bool {

@@ -7,11 +7,19 @@
 //! - `Released`: ids of a trace's shared spans that are fsynced in every disk queue of the
 //!   pipeline, and until when to remember them.
 //!
-//! `Held` entries are written before the receiver's 202 and fsynced with it (group
-//! commit). `Released` entries are written only once the released spans are fsynced in
-//! the exporters' queues, so a crash can at worst send a root again (same id, same range),
-//! never lose it. When the file grows, it is rewritten from the live state (written
-//! beside it, fsynced, renamed over it).
+//! - `Mark`: every generation in a record the pipeline's disk queues wrote before this
+//!   wall-clock time is in the entries before it.
+//!
+//! `Held` entries are written before the receiver's 202. When every exporter of the
+//! pipeline keeps what it gets in a disk queue fsynced before the 202 (no routing, its
+//! own; the default pipeline), the journal is not fsynced before the 202 ("riding on the
+//! queues"): after a crash it reads back the records written since its last durable
+//! `Mark` and joins their generations again, and the queues forget delivered records only
+//! after the journal made a `Mark` durable ([`gencol_engine::QueueBacked`]). Otherwise its
+//! entries are fsynced with the 202 (group commit). `Released` entries are written only once
+//! the released spans are fsynced in the exporters' queues, so a crash can at worst send a
+//! root again (same id, same range), never lose it. When the file grows, it is rewritten
+//! from the live state (written beside it, fsynced, renamed over it).
 //!
 //! Entries are written at the end of the last good one (not appended): a write cut short
 //! (disk full) is cut off the file and the next entry takes its place, so no partial entry
@@ -22,10 +30,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gencol_engine::{AckToken, GroupSync};
+use gencol_engine::{AckToken, GroupSync, QueueBacked, register_queue_backed};
 use gencol_model::SpanItem;
 use gencol_model::stored::{decode_batch, encode_batch};
 use prost::Message;
@@ -58,12 +66,24 @@ struct Entry {
 
 const HELD: u32 = 1;
 const RELEASED: u32 = 2;
+const MARK: u32 = 3;
 
-/// What an earlier run left: held traces and remembered span ids, with wall-clock times.
+/// How often a journal riding on the queues is fsynced when nothing asks (the queues ask
+/// before each `ack`, at most every 200 ms while they deliver).
+const RIDING_SYNC_EVERY: Duration = Duration::from_secs(1);
+/// How often, at most, a journal fsynced before each 202 writes a `Mark` (with entries).
+const MARK_EVERY: Duration = Duration::from_secs(1);
+/// Records are read back from this long before the last `Mark`, in case the wall clock was
+/// set back meanwhile (a step back of more than this can leave records unread).
+const MARK_MARGIN_MS: u64 = 2_000;
+
+/// What an earlier run left: held traces and remembered span ids, with wall-clock times,
+/// and the last `Mark`.
 #[derive(Default)]
 pub(crate) struct Restored {
     pub held: HashMap<TraceId, (u64, Vec<SpanItem>)>,
     pub remembered: HashMap<TraceId, (u64, Vec<SpanId>)>,
+    pub mark_ms: Option<u64>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -72,12 +92,8 @@ pub(crate) fn now_ms() -> u64 {
 
 pub(crate) struct Journal {
     dir: PathBuf,
-    file: Arc<Mutex<File>>,
+    file: Arc<JournalFile>,
     sync: GroupSync,
-    /// End of the entries: where the next one is written.
-    len: u64,
-    /// A failed write left bytes past `len` that could not be cut off yet.
-    debris: bool,
     /// Size of the journal right after its last rewrite.
     live_len: u64,
     /// Entries of the current batch, written with one `write` at [`Journal::write`].
@@ -86,6 +102,154 @@ pub(crate) struct Journal {
     unsynced: bool,
     /// Rewrites so far, to name the replaced journals.
     rewrites: u64,
+    /// The last `Mark` read at open (or written then, for a journal without one).
+    mark_ms: u64,
+    /// Riding on the queues ([`Journal::ride_on_queues`]).
+    riding: bool,
+    /// The records were read back ([`Journal::replay_done`]); `Mark`s of now are allowed
+    /// once what they added is written.
+    replay_done: bool,
+    replay_written: bool,
+    /// When the last `Mark` was written, while not riding.
+    last_mark: Instant,
+}
+
+/// The journal file, shared with its fsync (which runs on other threads).
+struct JournalFile {
+    path: PathBuf,
+    inner: Mutex<FileState>,
+}
+
+struct FileState {
+    file: File,
+    /// End of the entries: where the next one is written.
+    len: u64,
+    /// A failed write left bytes past `len` that could not be cut off yet.
+    debris: bool,
+    /// Writes so far, and how many of them are known durable.
+    writes: u64,
+    durable: u64,
+    /// A rewrite renamed a new file into place and the directory was not fsynced since:
+    /// until it is, a power loss could bring the replaced file back.
+    dir_unsynced: bool,
+    /// An fsync failed: the kernel may have dropped what it could not write, so nothing
+    /// written is known durable until a rewrite from the live state.
+    failed: Option<String>,
+    /// Riding on the queues: what the records read back added is written, so a `Mark`
+    /// of now is true.
+    marks_allowed: bool,
+    /// When the last `Mark` was written by [`JournalFile::make_durable`].
+    last_mark: Instant,
+}
+
+impl JournalFile {
+    fn lock(&self) -> MutexGuard<'_, FileState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `bytes` at the end of the entries. A failed write is cut off, so the next
+    /// one takes its place; when even that fails, it is cut off before the next write.
+    fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut w = self.lock();
+        let w = &mut *w;
+        // Until a failed write's bytes are cut off, they could read as entries.
+        let mut result = if w.debris { w.file.set_len(w.len) } else { Ok(()) };
+        if result.is_ok() {
+            w.debris = false;
+            result = w.file.write_all_at(bytes, w.len);
+            if result.is_err()
+                && let Err(e) = w.file.set_len(w.len)
+            {
+                tracing::error!(file = %self.path.display(), "hierarchy journal: cannot cut off a failed write ({e}); cut off before the next write");
+                w.debris = true;
+            }
+        }
+        if result.is_ok() {
+            w.len += bytes.len() as u64;
+            w.writes += 1;
+        }
+        result
+    }
+
+    /// fsyncs what was written so far (and the directory after a rewrite's rename).
+    fn sync(&self) -> std::io::Result<()> {
+        let (file, writes, dir) = {
+            let w = self.lock();
+            if let Some(failed) = &w.failed {
+                return Err(std::io::Error::other(format!("an earlier fsync failed ({failed})")));
+            }
+            if w.durable == w.writes && !w.dir_unsynced {
+                return Ok(());
+            }
+            (w.file.try_clone()?, w.writes, w.dir_unsynced)
+        };
+        let synced = file.sync_data().and_then(|()| match (dir, self.path.parent()) {
+            (true, Some(parent)) => File::open(parent)?.sync_all(),
+            _ => Ok(()),
+        });
+        let mut w = self.lock();
+        match synced {
+            Ok(()) => {
+                w.durable = w.durable.max(writes);
+                // Only a rewrite sets it, and it counts as a write: a later one is not covered.
+                if w.writes == writes {
+                    w.dir_unsynced = false;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                w.failed = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether an fsync failed since the last rewrite (the next one is owed now).
+    fn failed(&self) -> bool {
+        self.lock().failed.is_some()
+    }
+}
+
+/// A journal riding on the queues writes a `Mark` at least this often while a queue asks
+/// or its timer runs, even with nothing new in it, so that a start reads back little.
+const IDLE_MARK_EVERY: Duration = Duration::from_secs(10);
+
+impl QueueBacked for JournalFile {
+    /// Writes a `Mark` of now (every record written before now had its entries written
+    /// before it) and fsyncs; not before the records were read back after a start. A
+    /// `Mark` that cannot be written (disk full) is left out: the entries fsynced without
+    /// it are as durable, and a start then reads back from the last one.
+    fn make_durable(&self) -> Result<bool, String> {
+        let describe = |e: std::io::Error| format!("hierarchy journal {}: {e}", self.path.display());
+        {
+            let w = self.lock();
+            if !w.marks_allowed {
+                return Ok(false);
+            }
+            if w.durable == w.writes && !w.dir_unsynced && w.failed.is_none() && w.last_mark.elapsed() < IDLE_MARK_EVERY
+            {
+                return Ok(true);
+            }
+        }
+        let mut mark = Vec::new();
+        frame(&mark_entry(now_ms()), &mut mark);
+        if self.append(&mark).is_ok() {
+            self.lock().last_mark = Instant::now();
+        }
+        self.sync().map_err(describe)?;
+        Ok(true)
+    }
+}
+
+fn mark_entry(at_ms: u64) -> Entry {
+    Entry { kind: MARK, trace_id: vec![], at_ms, spans: vec![], span_ids: vec![] }
+}
+
+/// The journal's fsync before each 202 (by the process's fsync thread, grouped).
+fn before_each_ack(file: &Arc<JournalFile>) -> Result<GroupSync, String> {
+    let synced = file.clone();
+    GroupSync::start(&format!("the hierarchy journal {}", file.path.display()), Box::new(move || synced.sync()), None)
+        .map_err(|e| format!("cannot start the journal's fsync thread: {e}"))
 }
 
 impl Journal {
@@ -99,32 +263,83 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Restored::default(),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        let file = open_rw(&path)?;
-        let file = Arc::new(Mutex::new(file));
-        let synced = file.clone();
-        let sync = GroupSync::start(
-            &format!("the hierarchy journal {}", path.display()),
-            Box::new(move || {
-                let f = synced.lock().unwrap_or_else(|p| p.into_inner()).try_clone()?;
-                f.sync_data()
+        let file = Arc::new(JournalFile {
+            path: path.clone(),
+            inner: Mutex::new(FileState {
+                file: open_rw(&path)?,
+                len: 0,
+                debris: false,
+                writes: 0,
+                durable: 0,
+                dir_unsynced: false,
+                failed: None,
+                marks_allowed: false,
+                last_mark: Instant::now(),
             }),
-            None,
-        )
-        .map_err(|e| format!("cannot start the journal's fsync thread: {e}"))?;
+        });
+        let sync = before_each_ack(&file)?;
+        // A journal without a `Mark` was fsynced before every 202 (or is new): it holds
+        // every generation of every record in the queues.
+        let mark_ms = restored.mark_ms.unwrap_or_else(now_ms);
         let mut journal = Journal {
             dir: dir.to_owned(),
             file,
             sync,
-            len: 0,
-            debris: false,
             live_len: 0,
             buf: Vec::new(),
             unsynced: false,
             rewrites: 0,
+            mark_ms,
+            riding: false,
+            replay_done: false,
+            replay_written: false,
+            last_mark: Instant::now(),
         };
         // Start from a clean file: the live state only, without a torn tail or old entries.
-        journal.rewrite(&restored, &[]).map_err(|e| format!("cannot rewrite {}: {e}", path.display()))?;
+        journal.rewrite(&restored, &[], mark_ms).map_err(|e| format!("cannot rewrite {}: {e}", path.display()))?;
         Ok((journal, restored))
+    }
+
+    /// From when (wall clock, ms) the records of the pipeline's disk queues are to be read
+    /// back: the last `Mark`, less a margin for a clock set back.
+    pub(crate) fn read_back_from(&self) -> u64 {
+        self.mark_ms.saturating_sub(MARK_MARGIN_MS)
+    }
+
+    /// Stops fsyncing before each 202 and rides on the pipeline's disk queues (see the
+    /// module docs); [`Journal::replay_done`] once their records were read back.
+    pub(crate) fn ride_on_queues(&mut self) -> Result<(), String> {
+        let file = self.file.clone();
+        let sync = GroupSync::start(
+            &format!("the hierarchy journal {}", self.file.path.display()),
+            Box::new(move || file.make_durable().map(|_| ()).map_err(std::io::Error::other)),
+            Some(RIDING_SYNC_EVERY),
+        )
+        .map_err(|e| format!("cannot start the journal's fsync thread: {e}"))?;
+        // The fsync before each 202 ends here; what waits for it is released by its stop.
+        std::mem::replace(&mut self.sync, sync).stop();
+        let backed: Arc<dyn QueueBacked> = self.file.clone();
+        register_queue_backed(Arc::downgrade(&backed));
+        self.riding = true;
+        Ok(())
+    }
+
+    /// The records were read back: once what they added is written, `Mark`s may be written.
+    pub(crate) fn replay_done(&mut self) {
+        self.replay_done = true;
+    }
+
+    /// Makes the journal durable as a disk queue asks before its `ack`; its length then.
+    #[cfg(test)]
+    pub(crate) fn made_durable(&self) -> u64 {
+        assert!(self.file.make_durable().expect("fsync"), "records were read back");
+        self.file.lock().len
+    }
+
+    /// The `Mark` a rewrite from the live state may carry: now, unless records are still
+    /// to be read back (then the state holds no more than the last `Mark` said).
+    pub(crate) fn mark_for_rewrite(&self) -> u64 {
+        if self.riding && !self.replay_done { self.mark_ms } else { now_ms() }
     }
 
     /// Adds a `Held` entry to the current batch.
@@ -151,48 +366,54 @@ impl Journal {
     /// is failed by [`Journal::hold`] so the sender retries, and what was written of the
     /// batch is cut off, so the next batch is written in its place.
     pub(crate) fn write(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
+        if !self.riding && self.last_mark.elapsed() >= MARK_EVERY && !self.buf.is_empty() {
+            // Every record written so far had its entries written before (and fsynced with
+            // its 202 or before); the `Mark` itself is fsynced with this batch.
+            frame(&mark_entry(now_ms()), &mut self.buf);
+            self.last_mark = Instant::now();
         }
-        let end = self.len + self.buf.len() as u64;
-        let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        self.unsynced = true;
-        // A failed write whose bytes could not be cut off is cut off first: until then,
-        // stale bytes past the end could read as entries at the next start.
-        let mut result = if self.debris { file.set_len(self.len) } else { Ok(()) };
-        if result.is_ok() {
-            self.debris = false;
-            result = file.write_all_at(&self.buf, self.len);
-            if result.is_err()
-                && let Err(e) = file.set_len(self.len)
-            {
-                tracing::error!(file = %self.dir.join(JOURNAL).display(), "hierarchy journal: cannot cut off a failed write ({e}); cut off before the next write");
-                self.debris = true;
+        // The entries of the records read back have no sender to retry them: kept until
+        // written, and no `Mark` of now before.
+        let read_back_owed = self.replay_done && !self.replay_written;
+        if !self.buf.is_empty() {
+            let written = self.file.append(&self.buf);
+            if written.is_err() && read_back_owed {
+                return written;
             }
+            self.buf.clear();
+            written?;
+            self.unsynced = true;
         }
-        drop(file);
-        self.buf.clear();
-        if result.is_ok() {
-            self.len = end;
+        if read_back_owed {
+            self.file.lock().marks_allowed = true;
+            self.replay_written = true;
         }
-        result
+        Ok(())
     }
 
-    /// Holds `ack` until what was written so far is fsynced.
+    /// Holds `ack` until what was written so far is fsynced (not when riding on the
+    /// queues: they hold it).
     pub(crate) fn hold(&mut self, acks: &[AckToken]) {
-        if std::mem::take(&mut self.unsynced) {
+        if std::mem::take(&mut self.unsynced) && !self.riding {
             self.sync.hold(acks.iter().cloned());
         }
     }
 
-    /// Whether the journal has grown enough to be rewritten from the live state.
+    /// Whether the journal has grown enough to be rewritten from the live state, or must
+    /// be after a failed fsync.
     pub(crate) fn wants_rewrite(&self) -> bool {
-        self.len > COMPACT_AT.max(4 * self.live_len)
+        self.file.failed() || self.file.lock().len > COMPACT_AT.max(4 * self.live_len)
     }
 
     /// Replaces the journal by the live state: `state` as `Held`/`Released` entries,
-    /// then `pending` (released, not yet durable in the queues) as `Held` again.
-    pub(crate) fn rewrite(&mut self, state: &Restored, pending: &[(TraceId, Vec<SpanItem>)]) -> std::io::Result<()> {
+    /// then `pending` (released, not yet durable in the queues) as `Held` again, then a
+    /// `Mark` of `mark_ms` (the records written before it are in the state).
+    pub(crate) fn rewrite(
+        &mut self,
+        state: &Restored,
+        pending: &[(TraceId, Vec<SpanItem>)],
+        mark_ms: u64,
+    ) -> std::io::Result<()> {
         let mut buf = Vec::new();
         for (trace_id, (until_ms, ids)) in &state.remembered {
             let entry = Entry {
@@ -214,6 +435,7 @@ impl Journal {
                 Entry { kind: HELD, trace_id: trace_id.to_vec(), at_ms: due_ms, spans: encoded, span_ids: vec![] };
             frame(&entry, &mut buf);
         }
+        frame(&mark_entry(mark_ms), &mut buf);
         let tmp = self.dir.join(JOURNAL_TMP);
         let mut file = File::create(&tmp)?;
         file.write_all(&buf)?;
@@ -228,11 +450,19 @@ impl Journal {
         // Once the rename is done, the journal written to is the one at `path` (an entry
         // written to the replaced one would be lost with it at the next start).
         std::fs::rename(&tmp, &path)?;
-        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = file;
-        self.len = buf.len() as u64;
-        self.live_len = self.len;
-        self.debris = false;
-        File::open(&self.dir)?.sync_all()?;
+        {
+            let mut w = self.file.lock();
+            w.file = file;
+            w.len = buf.len() as u64;
+            w.debris = false;
+            w.writes += 1;
+            // The new file holds the whole live state, fsynced: what failed before is moot.
+            w.failed = None;
+            w.dir_unsynced = true;
+        }
+        self.live_len = buf.len() as u64;
+        // The rename is durable, and the journal with it, once the directory is fsynced.
+        self.file.sync()?;
         if linked {
             let spawned = std::thread::Builder::new().name("gencol-journal-rm".to_owned()).spawn({
                 let old = old.clone();
@@ -324,6 +554,10 @@ fn read_entries(path: &Path, file: File) -> Restored {
 }
 
 fn apply(state: &mut Restored, entry: Entry) {
+    if entry.kind == MARK {
+        state.mark_ms = Some(entry.at_ms);
+        return;
+    }
     let Ok(trace_id) = TraceId::try_from(entry.trace_id.as_slice()) else { return };
     match entry.kind {
         HELD => {
@@ -364,20 +598,20 @@ mod tests {
         let (mut journal, _) = Journal::open(dir.path()).unwrap();
         journal.released(&[1; 16], 10, &[[1; 8]]);
         journal.write().unwrap();
-        let rw = std::mem::replace(&mut *journal.file.lock().unwrap(), File::open(&path).unwrap());
+        let rw = std::mem::replace(&mut journal.file.lock().file, File::open(&path).unwrap());
         // A handle that cannot write (as a full or failing disk): the write and the cut
         // both fail, so the cut is owed to the next write.
         journal.released(&[2; 16], 20, &[[2; 8]]);
         assert!(journal.write().is_err());
-        assert!(journal.debris);
-        *journal.file.lock().unwrap() = rw;
+        assert!(journal.file.lock().debris);
+        journal.file.lock().file = rw;
         journal.released(&[3; 16], 30, &[[3; 8]]);
         journal.write().unwrap();
-        assert!(!journal.debris);
+        assert!(!journal.file.lock().debris);
         let restored = read_entries(&path, File::open(&path).unwrap());
         let mut traces: Vec<_> = restored.remembered.keys().map(|t| t[0]).collect();
         traces.sort_unstable();
         assert_eq!(traces, [1, 3], "the failed entry is not there, the next one is");
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), journal.len);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), journal.file.lock().len);
     }
 }

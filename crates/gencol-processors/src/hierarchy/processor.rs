@@ -118,8 +118,9 @@ impl SpanHierarchy {
         h.clock = (now, now_ms());
         let (held, remembered) = (restored.held.len(), restored.remembered.len());
         for (trace_id, (until_ms, span_ids)) in restored.remembered {
-            let Some(until) = h.instant_of(until_ms).filter(|u| *u > now) else { continue };
-            let until = h.next_key(until);
+            // One whose time passed while gencol was down is kept until the first batch:
+            // the records read back before it must not make its shared spans again.
+            let until = h.next_key(h.instant_of(until_ms).unwrap_or(now).max(now));
             h.remembered.insert(trace_id, RememberedTrace { until, span_ids });
             h.forget_order.insert(until, trace_id);
         }
@@ -141,6 +142,16 @@ impl SpanHierarchy {
         now.checked_add(Duration::from_millis(at_ms.saturating_sub(now_ms)))
     }
 
+    /// `at_ms` (wall clock) as an `Instant`, also when it is past.
+    fn instant_at(&self, at_ms: u64) -> Instant {
+        let (now, now_ms) = self.clock;
+        if at_ms >= now_ms {
+            self.instant_of(at_ms).unwrap_or(now)
+        } else {
+            now.checked_sub(Duration::from_millis(now_ms - at_ms)).unwrap_or(now)
+        }
+    }
+
     /// `at` as wall-clock milliseconds.
     fn ms_of(&self, at: Instant) -> u64 {
         let (now, now_ms) = self.clock;
@@ -160,7 +171,8 @@ impl SpanHierarchy {
         }
     }
 
-    /// Rewrites the journal from the live state when it has grown large.
+    /// Rewrites the journal from the live state when it has grown large, or after a
+    /// failed fsync (nothing written before is known durable until then).
     fn rewrite_journal_if_large(&mut self) {
         if !self.journal.as_ref().is_some_and(Journal::wants_rewrite) {
             return;
@@ -184,7 +196,7 @@ impl SpanHierarchy {
         let pending: Vec<(TraceId, Vec<SpanItem>)> =
             self.pending.iter().map(|p| (p.trace_id, p.spans.clone())).collect();
         if let Some(journal) = &mut self.journal
-            && let Err(e) = journal.rewrite(&state, &pending)
+            && let Err(e) = journal.rewrite(&state, &pending, journal.mark_for_rewrite())
         {
             tracing::error!("hierarchy: cannot rewrite the journal (it keeps growing until this works): {e}");
         }
@@ -201,6 +213,12 @@ impl SpanHierarchy {
         if let Some(gauge) = &mut self.held_gauge {
             gauge.set(self.held.len());
         }
+    }
+
+    /// The journal made durable as a disk queue asks before its `ack`; its length then.
+    #[cfg(test)]
+    pub(crate) fn journal_made_durable(&self) -> u64 {
+        self.journal.as_ref().expect("a journal").made_durable()
     }
 
     /// How many traces have shared spans waiting to be sent.
@@ -429,6 +447,7 @@ impl Processor for SpanHierarchy {
         }
         items.append(&mut released);
         self.write_journal();
+        self.rewrite_journal_if_large();
         self.update_gauge();
     }
 
@@ -459,6 +478,38 @@ impl Processor for SpanHierarchy {
         } else if let Some(journal) = &mut self.journal {
             journal.hold(acks);
         }
+    }
+
+    /// With a journal: the records written since its last `Mark` are read back (a power
+    /// loss may have taken their entries). `ride`: the journal is no longer fsynced before
+    /// each 202, since the pipeline's disk queues hold every generation too.
+    fn read_back_from(&mut self, ride: bool) -> Option<u64> {
+        let journal = self.journal.as_mut()?;
+        if ride && let Err(e) = journal.ride_on_queues() {
+            tracing::error!("hierarchy: the journal stays fsynced before each 202: {e}");
+        }
+        self.clock = (Instant::now(), now_ms());
+        Some(journal.read_back_from())
+    }
+
+    /// A record written after the journal's last durable `Mark`: its generations join
+    /// their traces again, as when it was written (joining twice changes nothing; a trace
+    /// whose shared spans were sent since is remembered and skipped).
+    fn replay(&mut self, mut items: Vec<SpanItem>, time_ms: u64, out: &mut Vec<SpanItem>) {
+        let at = self.instant_at(time_ms);
+        for item in &mut items {
+            self.place(item, at, out);
+        }
+    }
+
+    fn replayed(&mut self) {
+        if let Some(journal) = &mut self.journal {
+            journal.replay_done();
+        }
+        self.write_journal();
+        // A failed write here is retried with the next batch's, which it must not fail.
+        self.journal_error = None;
+        self.update_gauge();
     }
 
     fn seal(&mut self, epoch: u64) -> bool {

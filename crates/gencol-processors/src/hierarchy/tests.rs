@@ -443,6 +443,87 @@ fn an_open_trace_survives_a_crash_and_widens_with_generations_after_it() {
 }
 
 #[test]
+fn a_journal_riding_on_the_queues_gets_back_from_them_what_a_power_loss_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = origin();
+    let root = json!({"trace_id": "power-1", "trace_name": "Root"});
+    let other = json!({"trace_id": "power-2", "trace_name": "Other"});
+    let start = |s: f64| 1_795_341_600_000_000_000u64 + (s * 1e9) as u64;
+    let wall_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let (durable_len, written_at, queued) = {
+        let mut h = journaled(dir.path());
+        assert!(h.read_back_from(true).is_some(), "a journal asks for the queues' records");
+        h.replayed();
+        run(&mut h, vec![item(record("g1", root.clone(), 0.0, 1.0), &origin)], Instant::now());
+        // As a disk queue does before it writes down what it delivered.
+        let durable_len = h.journal_made_durable();
+        let written_at = wall_ms();
+        // Not fsynced before its 202: the disk queues hold these generations.
+        let queued = run(
+            &mut h,
+            vec![item(record("g2", root, 2.0, 5.0), &origin), item(record("g3", other, 3.0, 4.0), &origin)],
+            Instant::now(),
+        );
+        (durable_len, written_at, queued)
+    };
+    // A power loss takes what was not fsynced (the drop's own last fsync included).
+    let journal = std::fs::OpenOptions::new().write(true).open(dir.path().join("journal")).unwrap();
+    journal.set_len(durable_len).unwrap();
+    let mut h = journaled(dir.path());
+    assert_eq!(h.held_traces(), 1, "the journal alone knows only the first generation");
+    let since = h.read_back_from(true).expect("read back");
+    assert!(since <= written_at, "the records written after the last durable mark are read back");
+    let mut out = Vec::new();
+    // Twice, as two disk queues of the pipeline would give them: joining again changes nothing.
+    h.replay(queued.clone(), written_at, &mut out);
+    h.replay(queued, written_at, &mut out);
+    h.replayed();
+    assert!(roots(&out).is_empty(), "the windows are still open");
+    assert_eq!(h.held_traces(), 2);
+    let out = flushed(&mut h, Instant::now() + Duration::from_secs(61), false);
+    let mut got = roots(&out);
+    got.sort();
+    assert_eq!(
+        got,
+        [("Other", start(3.0), start(4.0)), ("Root", start(0.0), start(5.0))],
+        "one root a trace, earliest start to latest end across the power loss"
+    );
+}
+
+#[test]
+fn a_root_remembered_until_after_the_last_stop_is_not_made_again_by_the_records_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = origin();
+    let trace = json!({"trace_id": "downtime-1", "trace_name": "Root"});
+    let wall_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    // No group window, ids remembered for 1 s.
+    let open = || SpanHierarchy::with_journal(&settings(0, 1, 1000), dir.path()).expect("journal opens");
+    let (late, written_at) = {
+        let mut h = open();
+        h.read_back_from(true);
+        h.replayed();
+        run(&mut h, vec![item(record("g1", trace.clone(), 0.0, 1.0), &origin)], Instant::now());
+        assert_eq!(roots(&flushed(&mut h, Instant::now(), false)).len(), 1);
+        assert!(h.seal(1));
+        h.durable(1);
+        // A late generation joins the sent root: the queue holds it, the journal nothing new.
+        let written_at = wall_ms();
+        let late = run(&mut h, vec![item(record("g2", trace, 2.0, 3.0), &origin)], Instant::now());
+        assert!(roots(&late).is_empty());
+        (late, written_at)
+    };
+    // Down for longer than `remember_for`.
+    std::thread::sleep(Duration::from_millis(1_200));
+    let mut h = open();
+    let mut out = Vec::new();
+    assert!(h.read_back_from(true).is_some());
+    h.replay(late, written_at, &mut out);
+    h.replayed();
+    out.extend(flushed(&mut h, Instant::now() + Duration::from_secs(120), false));
+    assert!(roots(&out).is_empty(), "the root was sent before the stop: not again, not with a narrower range");
+}
+
+#[test]
 fn a_root_released_and_durable_is_not_sent_again_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let origin = origin();
