@@ -13,6 +13,32 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
+/// Whether process `pid` holds a listening TCP socket on `port` (Linux: `/proc`; where
+/// that cannot be read, a connect that succeeded is taken as enough).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let suffix = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    let mut readable = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        readable = true;
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address, st (0A: LISTEN), inode
+            if fields.len() > 9 && fields[1].ends_with(&suffix) && fields[3] == "0A" {
+                inodes.push(format!("socket:[{}]", fields[9]));
+            }
+        }
+    }
+    if !readable {
+        return true;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
+}
+
 pub fn gencol_bin() -> &'static str {
     env!("CARGO_BIN_EXE_gencol")
 }
@@ -187,7 +213,11 @@ impl Gencol {
                 self.child = None;
                 return Err(format!("gencol exited early ({status}):\n{}", self.stderr()));
             }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // The port was free when chosen; a parallel test's server may have taken it
+            // since, and answers a connect as well: only gencol's own listener counts (it
+            // then exits with "cannot listen" and is started again on new ports).
+            let pid = self.child.as_ref().map(Child::id);
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() && pid.is_some_and(|pid| listens_on(pid, port)) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
